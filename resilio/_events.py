@@ -1,0 +1,133 @@
+"""The event model: what resilio decided, delivered to listeners.
+
+A listener is a callable taking one `Event`. Listeners registered on an object
+(``listeners=``) hear that object's events; listeners registered with
+`add_listener` hear every event in the process. A listener that raises is
+logged and changes nothing for the caller. When nobody listens, emitting costs
+one check.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ._outcome import Outcome
+
+__all__ = ["Event", "EventKind", "Listener", "add_listener", "remove_listener"]
+
+logger = logging.getLogger("resilio")
+
+
+class EventKind(str, enum.Enum):
+    """The kinds of `Event`."""
+
+    RETRY = "retry"
+    """A retry was scheduled; ``delay`` says when it will start."""
+    GAVE_UP = "gave_up"
+    """A retry policy wanted to retry but stopped; ``reason`` says why."""
+    TIMEOUT = "timeout"
+    """A call ran past its timeout."""
+    BREAKER_SUCCESS = "breaker_success"
+    """A call admitted by a breaker counted as a success."""
+    BREAKER_FAILURE = "breaker_failure"
+    """A call admitted by a breaker counted as a failure."""
+    BREAKER_IGNORED = "breaker_ignored"
+    """A call admitted by a breaker ended with an ignored outcome."""
+    BREAKER_REJECTED = "breaker_rejected"
+    """A breaker refused a call."""
+    BREAKER_STATE_CHANGED = "breaker_state_changed"
+    """A breaker moved from ``previous_state`` to ``state``."""
+
+
+class GiveUpReason(str, enum.Enum):
+    """Why a retry policy stopped retrying an outcome it would have retried."""
+
+    ATTEMPTS = "attempts"
+    """Every allowed attempt was made."""
+    DEADLINE = "deadline"
+    """The next attempt could not start before the deadline (the policy's own or
+    an enclosing timeout's)."""
+    BUDGET = "budget"
+    """The shared retry budget had no retry left."""
+    DISABLED = "disabled"
+    """Retries are switched off (``resilio.testing.disable_retries``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One decision resilio made.
+
+    Attributes:
+        kind: What happened.
+        source: The name of the policy or breaker that decided.
+        time: When, in seconds on the deciding policy's clock.
+        attempt: The attempt number, for retry events.
+        delay: Seconds until the next attempt, for ``RETRY``.
+        outcome: The outcome that led to the decision, when there is one.
+        reason: Why a retry policy gave up, for ``GAVE_UP``.
+        state: The breaker's state after the event, for breaker events.
+        previous_state: The breaker's state before a ``BREAKER_STATE_CHANGED``.
+        timeout: The timeout in seconds, for ``TIMEOUT``.
+    """
+
+    kind: EventKind
+    source: str
+    time: float
+    attempt: int | None = None
+    delay: float | None = None
+    outcome: Outcome[Any] | None = None
+    reason: GiveUpReason | None = None
+    state: Any = None
+    previous_state: Any = None
+    timeout: float | None = None
+
+
+Listener = Callable[[Event], object]
+
+# Process-wide listeners. A tuple, replaced on change, so readers never lock.
+global_listeners: tuple[Listener, ...] = ()
+
+
+def add_listener(listener: Listener) -> None:
+    """Register ``listener`` to hear every event resilio emits in this process."""
+    global global_listeners  # noqa: PLW0603 - the registry is process-wide by design
+    if not callable(listener):
+        raise TypeError(f"a listener must be callable, got {listener!r}")
+    global_listeners = (*global_listeners, listener)
+
+
+def remove_listener(listener: Listener) -> None:
+    """Unregister a listener added with `add_listener`; unknown ones raise ValueError."""
+    global global_listeners  # noqa: PLW0603
+    items = list(global_listeners)
+    items.remove(listener)
+    global_listeners = tuple(items)
+
+
+def validate_listeners(listeners: Iterable[Listener] | None) -> tuple[Listener, ...]:
+    """Return ``listeners`` as a tuple after checking that each is callable."""
+    if listeners is None:
+        return ()
+    items = tuple(listeners)
+    for item in items:
+        if not callable(item):
+            raise TypeError(f"listeners= takes callables, got {item!r}")
+    return items
+
+
+def emit(event: Event, listeners: tuple[Listener, ...]) -> None:
+    """Deliver ``event`` to ``listeners`` and the global ones; never raises."""
+    for listener in (*listeners, *global_listeners):
+        try:
+            listener(event)
+        except Exception:
+            logger.exception("resilio listener %r failed on %s", listener, event.kind.value)
+
+
+def listening(listeners: tuple[Listener, ...]) -> bool:
+    """Return whether emitting would reach anybody."""
+    return bool(listeners or global_listeners)
