@@ -15,9 +15,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ._core.retry import GiveUpReason
 from ._outcome import Outcome
 
-__all__ = ["Event", "EventKind", "Listener", "add_listener", "remove_listener"]
+__all__ = [
+    "Event",
+    "EventKind",
+    "GiveUpReason",
+    "Listener",
+    "add_listener",
+    "remove_listener",
+]
 
 logger = logging.getLogger("resilio")
 
@@ -41,20 +49,6 @@ class EventKind(str, enum.Enum):
     """A breaker refused a call."""
     BREAKER_STATE_CHANGED = "breaker_state_changed"
     """A breaker moved from ``previous_state`` to ``state``."""
-
-
-class GiveUpReason(str, enum.Enum):
-    """Why a retry policy stopped retrying an outcome it would have retried."""
-
-    ATTEMPTS = "attempts"
-    """Every allowed attempt was made."""
-    DEADLINE = "deadline"
-    """The next attempt could not start before the deadline (the policy's own or
-    an enclosing timeout's)."""
-    BUDGET = "budget"
-    """The shared retry budget had no retry left."""
-    DISABLED = "disabled"
-    """Retries are switched off (``resilio.testing.disable_retries``)."""
 
 
 @dataclass(frozen=True, slots=True)

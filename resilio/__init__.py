@@ -1,0 +1,59 @@
+"""resilio: retry, timeout, circuit breaker and rate limiting for Python services.
+
+Every pattern is a strategy object that decorates ``def`` and ``async def``
+functions and composes in a `Pipeline`.
+"""
+
+from __future__ import annotations
+
+from . import backoff
+from ._budget import RetryBudget
+from ._clock import Clock, SystemClock
+from ._context import current_attempt, time_remaining
+from ._core.retry import GiveUpReason
+from ._errors import (
+    CircuitOpenError,
+    RateLimitExceeded,
+    RejectedError,
+    ResilioError,
+    TimeoutExceeded,
+)
+from ._events import Event, EventKind, Listener, add_listener, remove_listener
+from ._outcome import Outcome
+from ._pipeline import Pipeline
+from ._retry import Retry, retry
+from ._strategy import Strategy
+from ._timeout import Timeout, timeout
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    # patterns
+    "retry",
+    "Retry",
+    "backoff",
+    "RetryBudget",
+    "current_attempt",
+    "timeout",
+    "Timeout",
+    "time_remaining",
+    "Pipeline",
+    "Strategy",
+    # outcomes and events
+    "Outcome",
+    "Event",
+    "EventKind",
+    "GiveUpReason",
+    "Listener",
+    "add_listener",
+    "remove_listener",
+    # time
+    "Clock",
+    "SystemClock",
+    # errors
+    "ResilioError",
+    "RejectedError",
+    "CircuitOpenError",
+    "RateLimitExceeded",
+    "TimeoutExceeded",
+]

@@ -1,0 +1,182 @@
+"""`resilio.timeout`: bound how long a call may take.
+
+Async calls are cancelled through anyio (asyncio and trio). Sync Python code
+cannot be pre-empted, so a sync timeout is a cooperative deadline: resilio's
+own waits honour it, `resilio.time_remaining` exposes it to your code, and a
+call that finishes late raises `TimeoutExceeded` instead of returning. A
+thread-based variant that walks away from a stuck call is available as an
+explicit opt-in (``thread=True``).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+import threading
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, ParamSpec, TypeVar
+
+import anyio
+
+from ._clock import runtime
+from ._context import deadline_var
+from ._errors import TimeoutExceeded
+from ._events import Event, EventKind, Listener, emit, listening, validate_listeners
+from ._strategy import Strategy
+
+__all__ = ["Timeout", "timeout"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Timeout(Strategy):
+    """Raises `resilio.TimeoutExceeded` when a call runs past ``seconds``.
+
+    Create it with `resilio.timeout`. An inner timeout never outlives an outer
+    one: its deadline is the earlier of its own and the enclosing one's.
+    """
+
+    __slots__ = ("_listeners", "name", "seconds", "thread")
+
+    def __init__(
+        self,
+        seconds: float,
+        *,
+        thread: bool = False,
+        listeners: Iterable[Listener] | None = None,
+        name: str = "timeout",
+    ) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise TypeError(f"timeout takes seconds as a number, got {seconds!r}")
+        if not (0 < seconds < math.inf):
+            raise ValueError(f"timeout must be a finite number of seconds above 0, got {seconds}")
+        self.seconds = float(seconds)
+        self.thread = bool(thread)
+        self._listeners = validate_listeners(listeners)
+        self.name = name
+
+    def __repr__(self) -> str:
+        extra = ", thread=True" if self.thread else ""
+        return f"Timeout({self.seconds}{extra}, name={self.name!r})"
+
+    def _timeout_seconds(self) -> float | None:
+        return self.seconds
+
+    def _check_target(self, is_async: bool) -> None:
+        if is_async and self.thread:
+            raise TypeError(
+                "timeout(thread=True) is for sync functions; async functions are cancelled "
+                "for real, so drop thread=True"
+            )
+
+    def _expired(self, cause: BaseException | None = None) -> TimeoutExceeded:
+        if listening(self._listeners):
+            now = runtime.clock.now()
+            emit(Event(EventKind.TIMEOUT, self.name, now, timeout=self.seconds), self._listeners)
+        error = TimeoutExceeded(
+            f"{self.name}: the call took longer than {self.seconds:g} s", timeout=self.seconds
+        )
+        error.__cause__ = cause
+        return error
+
+    def _deadline(self) -> float:
+        """Return this call's absolute deadline, clamped by any enclosing one."""
+        deadline = runtime.clock.now() + self.seconds
+        outer = deadline_var.get()
+        if outer is not None and outer < deadline:
+            return outer
+        return deadline
+
+    def _wrap_sync(self, fn: Callable[P, T]) -> Callable[P, T]:
+        if self.thread:
+            return self._wrap_thread(fn)
+        def timed(*args: P.args, **kwargs: P.kwargs) -> T:
+            deadline = self._deadline()
+            token = deadline_var.set(deadline)
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                late = runtime.clock.now() >= deadline
+                if late and not isinstance(exc, TimeoutExceeded):
+                    raise self._expired(exc) from exc
+                raise
+            finally:
+                deadline_var.reset(token)
+            if runtime.clock.now() > deadline:
+                raise self._expired()
+            return result
+
+        return timed
+
+    def _wrap_thread(self, fn: Callable[P, T]) -> Callable[P, T]:
+        def timed_in_thread(*args: P.args, **kwargs: P.kwargs) -> T:
+            deadline = self._deadline()
+            context = contextvars.copy_context()
+            context.run(deadline_var.set, deadline)
+            done = threading.Event()
+            box: list[tuple[bool, Any]] = []
+
+            def work() -> None:
+                try:
+                    box.append((True, context.run(fn, *args, **kwargs)))
+                except BaseException as exc:  # handed to the caller below
+                    box.append((False, exc))
+                finally:
+                    done.set()
+
+            worker = threading.Thread(target=work, name=f"resilio-{self.name}", daemon=True)
+            worker.start()
+            if not done.wait(max(0.0, deadline - runtime.clock.now())):
+                raise self._expired()
+            ok, value = box[0]
+            if ok:
+                return value  # type: ignore[no-any-return]
+            raise value
+
+        return timed_in_thread
+
+    def _wrap_async(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        seconds = self.seconds
+
+        async def timed(*args: P.args, **kwargs: P.kwargs) -> T:
+            token = deadline_var.set(self._deadline())
+            try:
+                with anyio.CancelScope(deadline=anyio.current_time() + seconds):
+                    return await fn(*args, **kwargs)
+            finally:
+                deadline_var.reset(token)
+            # Reached only when this scope's own deadline cancelled the call.
+            raise self._expired()
+
+        return timed
+
+
+def timeout(
+    seconds: float,
+    *,
+    thread: bool = False,
+    listeners: Iterable[Listener] | None = None,
+    name: str = "timeout",
+) -> Timeout:
+    """Build a timeout: a decorator for ``def`` and ``async def`` and a pipeline strategy.
+
+    Example:
+        ```python
+        @resilio.timeout(2.0)
+        async def fetch() -> bytes: ...
+        ```
+
+    Args:
+        seconds: The longest the call may take, in seconds.
+        thread: Sync functions only: run the call in a daemon thread and stop
+            waiting for it at the deadline. The thread cannot be killed and
+            keeps running in the background; use it only for calls you cannot
+            make cooperative.
+        listeners: Callables that receive this timeout's events.
+        name: The name in events and error messages.
+
+    Raises:
+        TimeoutExceeded: From the decorated function, when the deadline passed.
+    """
+    return Timeout(seconds, thread=thread, listeners=listeners, name=name)

@@ -1,0 +1,116 @@
+"""Helpers for testing code that uses resilio: a fake clock, waits off, retries off, events.
+
+Example:
+    ```python
+    from resilio.testing import FakeClock, use_clock
+
+    def test_backs_off() -> None:
+        clock = FakeClock()
+        with use_clock(clock):
+            ...  # every policy without its own clock= now runs on `clock`
+        assert clock.sleeps == [1.0, 2.0, 4.0]
+    ```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import anyio
+
+from ._clock import Clock, runtime
+from ._events import Event, add_listener, remove_listener
+
+__all__ = [
+    "FakeClock",
+    "capture_events",
+    "disable_retries",
+    "disable_waits",
+    "use_clock",
+]
+
+
+class FakeClock:
+    """A clock that only moves when told to, or when something sleeps on it.
+
+    Sleeping on it returns at once, advances the time by the sleep and records
+    it in `sleeps`. The async sleep also yields to the event loop once, so
+    cancellation still reaches a sleeping task.
+
+    Args:
+        start: The initial time in seconds.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = float(start)
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        """Return the fake time in seconds."""
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds`` (never backward)."""
+        if seconds < 0:
+            raise ValueError(f"a clock cannot go back; got {seconds} seconds")
+        self._now += seconds
+
+    def sleep(self, seconds: float) -> None:
+        """Record the sleep and advance time by it, without waiting."""
+        self.sleeps.append(seconds)
+        self._now += max(0.0, seconds)
+
+    async def sleep_async(self, seconds: float) -> None:
+        """Record the sleep, advance time by it and yield to the loop once."""
+        self.sleep(seconds)
+        await anyio.sleep(0)
+
+    def __repr__(self) -> str:
+        return f"FakeClock(now={self._now})"
+
+
+@contextmanager
+def use_clock(clock: Clock) -> Iterator[Clock]:
+    """Make ``clock`` the clock of every policy that has no ``clock=`` of its own."""
+    if not isinstance(clock, Clock):
+        raise TypeError(f"clock must have now(), sleep() and sleep_async(), got {clock!r}")
+    previous = runtime.clock
+    runtime.clock = clock
+    try:
+        yield clock
+    finally:
+        runtime.clock = previous
+
+
+@contextmanager
+def disable_waits() -> Iterator[None]:
+    """Skip every retry wait (the delays are still computed, reported and hooked)."""
+    previous = runtime.waits_enabled
+    runtime.waits_enabled = False
+    try:
+        yield
+    finally:
+        runtime.waits_enabled = previous
+
+
+@contextmanager
+def disable_retries() -> Iterator[None]:
+    """Make every retry policy stop after the first attempt (reason ``"disabled"``)."""
+    previous = runtime.retries_enabled
+    runtime.retries_enabled = False
+    try:
+        yield
+    finally:
+        runtime.retries_enabled = previous
+
+
+@contextmanager
+def capture_events() -> Iterator[list[Event]]:
+    """Collect every event resilio emits while the block runs, in order."""
+    events: list[Event] = []
+    add_listener(events.append)
+    try:
+        yield events
+    finally:
+        remove_listener(events.append)
