@@ -53,9 +53,7 @@ class RetryBudget:
             raise ValueError(f"capacity must be at least 1 to ever pay for a retry, got {capacity}")
         self._clock = clock
         self._lock = threading.Lock()
-        self._state = BudgetState(
-            float(ratio), float(min_per_second), float(capacity), self._now()
-        )
+        self._state = BudgetState(float(ratio), float(min_per_second), float(capacity), self._now())
 
     def _now(self) -> float:
         return (self._clock or runtime.clock).now()

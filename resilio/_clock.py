@@ -48,7 +48,7 @@ class SystemClock:
 
     async def sleep_async(self, seconds: float) -> None:
         """Sleep with ``anyio.sleep`` (asyncio or trio)."""
-        import anyio  # noqa: PLC0415 - keeps the sans-IO core free of anyio
+        import anyio
 
         await anyio.sleep(seconds)
 

@@ -88,7 +88,7 @@ global_listeners: tuple[Listener, ...] = ()
 
 def add_listener(listener: Listener) -> None:
     """Register ``listener`` to hear every event resilio emits in this process."""
-    global global_listeners  # noqa: PLW0603 - the registry is process-wide by design
+    global global_listeners
     if not callable(listener):
         raise TypeError(f"a listener must be callable, got {listener!r}")
     global_listeners = (*global_listeners, listener)
@@ -96,7 +96,7 @@ def add_listener(listener: Listener) -> None:
 
 def remove_listener(listener: Listener) -> None:
     """Unregister a listener added with `add_listener`; unknown ones raise ValueError."""
-    global global_listeners  # noqa: PLW0603
+    global global_listeners
     items = list(global_listeners)
     items.remove(listener)
     global_listeners = tuple(items)
@@ -118,7 +118,7 @@ def emit(event: Event, listeners: tuple[Listener, ...]) -> None:
     for listener in (*listeners, *global_listeners):
         try:
             listener(event)
-        except Exception:
+        except Exception:  # noqa: PERF203 - each listener is isolated from the others
             logger.exception("resilio listener %r failed on %s", listener, event.kind.value)
 
 

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar, Union
+from typing import Any, Generic, TypeVar
 
-__all__ = ["Classifier", "ExceptionSpec", "Outcome", "OutcomePredicate", "delay_override", "matches"]
+__all__ = [
+    "Classifier",
+    "ExceptionSpec",
+    "Outcome",
+    "OutcomePredicate",
+    "delay_override",
+    "matches",
+]
 
 T = TypeVar("T")
 
@@ -53,7 +60,7 @@ class Outcome(Generic[T]):
 #: that overrides the backoff for the next wait.
 OutcomePredicate = Callable[[Outcome[Any]], object]
 #: What ``on=`` and ``ignore=`` accept.
-ExceptionSpec = Union[type[Exception], tuple[type[Exception], ...], OutcomePredicate]
+ExceptionSpec = type[Exception] | tuple[type[Exception], ...] | OutcomePredicate
 
 
 def _exception_types(spec: object, option: str) -> tuple[type[Exception], ...] | None:
@@ -72,7 +79,7 @@ def _exception_types(spec: object, option: str) -> tuple[type[Exception], ...] |
             )
     if not types:
         raise ValueError(f"{option}=() matches nothing; pass at least one exception type")
-    return types  # type: ignore[return-value]
+    return types
 
 
 class Classifier:

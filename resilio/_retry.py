@@ -6,7 +6,7 @@ import inspect
 import math
 import random as _random
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from ._budget import RetryBudget
 from ._clock import Clock, SystemClock, runtime
@@ -32,7 +32,7 @@ def _check_hook(option: str, hook: object) -> Hook | None:
         return None
     if not callable(hook):
         raise TypeError(f"{option}= must be callable, got {hook!r}")
-    return hook  # type: ignore[return-value]
+    return hook
 
 
 class Retry(Strategy):
@@ -79,10 +79,14 @@ class Retry(Strategy):
             if isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
                 raise TypeError(f"deadline must be seconds (a number) or None, got {deadline!r}")
             if not (0 < deadline < math.inf):
-                raise ValueError(f"deadline must be a finite number of seconds above 0, got {deadline}")
+                raise ValueError(
+                    f"deadline must be a finite number of seconds above 0, got {deadline}"
+                )
             deadline = float(deadline)
         if attempts is None and deadline is None:
-            raise ValueError("give attempts= or deadline= (or both): without either a retry never ends")
+            raise ValueError(
+                "give attempts= or deadline= (or both): without either a retry never ends"
+            )
         if backoff is None:
             backoff = Exponential()
         elif not isinstance(backoff, Backoff):
@@ -126,7 +130,10 @@ class Retry(Strategy):
     def _check_target(self, is_async: bool) -> None:
         if is_async:
             return
-        for option, hook in (("before_sleep", self._before_sleep), ("on_give_up", self._on_give_up)):
+        for option, hook in (
+            ("before_sleep", self._before_sleep),
+            ("on_give_up", self._on_give_up),
+        ):
             if hook is not None and inspect.iscoroutinefunction(hook):
                 raise TypeError(
                     f"{option}= is async but the decorated function is sync: the hook would "
@@ -179,15 +186,16 @@ class Retry(Strategy):
                 started = (self._clock or runtime.clock).now() if needs_start else 0.0
                 if budget is not None:
                     budget.deposit()
+                result: T | None
                 try:
-                    result = fn(*args, **kwargs)
+                    value = fn(*args, **kwargs)
                 except Exception as exc:  # a BaseException that is not an Exception never retries
                     error: Exception | None = exc
-                    result = None  # type: ignore[assignment]
+                    result = None
                 else:
                     if not checks_results:
-                        return result
-                    error = None
+                        return value
+                    error, result = None, value
                 # Outside the `except` block, so later attempts' errors do not chain to this one.
                 return again(fn, args, kwargs, error, result, started)
             finally:
@@ -241,7 +249,7 @@ class Retry(Strategy):
                     return result
         if error is not None:
             raise error
-        return result  # type: ignore[return-value]
+        return cast("T", result)
 
     # -- async driver --------------------------------------------------------------------
 
@@ -260,15 +268,16 @@ class Retry(Strategy):
                 started = (self._clock or runtime.clock).now() if needs_start else 0.0
                 if budget is not None:
                     budget.deposit()
+                result: T | None
                 try:
-                    result = await fn(*args, **kwargs)
+                    value = await fn(*args, **kwargs)
                 except Exception as exc:
                     error: Exception | None = exc
-                    result = None  # type: ignore[assignment]
+                    result = None
                 else:
                     if not checks_results:
-                        return result
-                    error = None
+                        return value
+                    error, result = None, value
                 return await again(fn, args, kwargs, error, result, started)
             finally:
                 reset_attempt(token)
@@ -323,7 +332,7 @@ class Retry(Strategy):
                     return result
         if error is not None:
             raise error
-        return result  # type: ignore[return-value]
+        return cast("T", result)
 
 
 def _sync_outer_remaining() -> float | None:
@@ -334,7 +343,7 @@ def _sync_outer_remaining() -> float | None:
 
 
 def _async_outer_remaining() -> float | None:
-    import anyio  # noqa: PLC0415 - only on the retry path, never at import
+    import anyio
 
     deadline = anyio.current_effective_deadline()
     if deadline == math.inf:
@@ -350,7 +359,7 @@ def _run_hook(hook: Hook, event: Event) -> None:
     try:
         hook(event)
     except Exception:
-        from ._events import logger  # noqa: PLC0415
+        from ._events import logger
 
         logger.exception("resilio hook %r failed on %s", hook, event.kind.value)
 
@@ -361,7 +370,7 @@ async def _run_hook_async(hook: Hook, event: Event) -> None:
         if inspect.isawaitable(value):
             await value
     except Exception:
-        from ._events import logger  # noqa: PLC0415
+        from ._events import logger
 
         logger.exception("resilio hook %r failed on %s", hook, event.kind.value)
 

@@ -91,6 +91,7 @@ class Timeout(Strategy):
     def _wrap_sync(self, fn: Callable[P, T]) -> Callable[P, T]:
         if self.thread:
             return self._wrap_thread(fn)
+
         def timed(*args: P.args, **kwargs: P.kwargs) -> T:
             deadline = self._deadline()
             token = deadline_var.set(deadline)

@@ -34,8 +34,8 @@ __all__ = [
 def constant(
     seconds: float,
     *,
-    min: float = 0.0,  # noqa: A002
-    max: float | None = None,  # noqa: A002
+    min: float = 0.0,
+    max: float | None = None,
     jitter: Jitter | None = None,
 ) -> Constant:
     """Wait the same ``seconds`` before every retry (optionally jittered)."""
@@ -51,8 +51,8 @@ def linear(
     step: float,
     *,
     initial: float = 0.0,
-    min: float = 0.0,  # noqa: A002
-    max: float = 60.0,  # noqa: A002
+    min: float = 0.0,
+    max: float = 60.0,
     jitter: Jitter | None = None,
 ) -> Linear:
     """Wait ``initial + step * attempt`` seconds after attempt ``attempt`` failed, up to ``max``."""
@@ -63,8 +63,8 @@ def exponential(
     *,
     initial: float = 0.1,
     multiplier: float = 2.0,
-    min: float = 0.0,  # noqa: A002
-    max: float = 5.0,  # noqa: A002
+    min: float = 0.0,
+    max: float = 5.0,
     jitter: Jitter | None = "full",
 ) -> Exponential:
     """Wait ``initial * multiplier ** (attempt - 1)`` seconds, capped at ``max``, jittered.
@@ -83,8 +83,8 @@ def decorrelated(
     *,
     initial: float = 0.1,
     multiplier: float = 3.0,
-    min: float = 0.0,  # noqa: A002
-    max: float = 5.0,  # noqa: A002
+    min: float = 0.0,
+    max: float = 5.0,
 ) -> Decorrelated:
     """Decorrelated jitter: each wait drawn from ``[initial, previous * multiplier]`` seconds."""
     return Decorrelated(initial=initial, multiplier=multiplier, min=min, max=max)

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import anyio
+import anyio.lowlevel
 
 from ._clock import Clock, runtime
 from ._events import Event, add_listener, remove_listener
@@ -64,7 +65,7 @@ class FakeClock:
     async def sleep_async(self, seconds: float) -> None:
         """Record the sleep, advance time by it and yield to the loop once."""
         self.sleep(seconds)
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
 
     def __repr__(self) -> str:
         return f"FakeClock(now={self._now})"

@@ -68,7 +68,7 @@ class _Shaped(Backoff):
 
     __slots__ = ("jitter", "max", "min")
 
-    def __init__(self, *, min: float, max: float, jitter: Jitter | None) -> None:  # noqa: A002
+    def __init__(self, *, min: float, max: float, jitter: Jitter | None) -> None:
         self.min = _check_seconds("min", min)
         self.max = _check_seconds("max", max)
         if self.max < self.min:
@@ -103,11 +103,16 @@ class Constant(_Shaped):
     __slots__ = ("seconds",)
 
     def __init__(
-        self, seconds: float, *, min: float = 0.0, max: float | None = None, jitter: Jitter | None = None  # noqa: A002
+        self,
+        seconds: float,
+        *,
+        min: float = 0.0,
+        max: float | None = None,
+        jitter: Jitter | None = None,
     ) -> None:
         self.seconds = _check_seconds("seconds", seconds)
         if max is None:
-            max = self.seconds if self.seconds > min else min  # noqa: A001
+            max = self.seconds if self.seconds > min else min
         super().__init__(min=min, max=max, jitter=jitter)
 
     def base(self, attempt: int) -> float:
@@ -128,8 +133,8 @@ class Linear(_Shaped):
         step: float,
         *,
         initial: float = 0.0,
-        min: float = 0.0,  # noqa: A002
-        max: float = 60.0,  # noqa: A002
+        min: float = 0.0,
+        max: float = 60.0,
         jitter: Jitter | None = None,
     ) -> None:
         self.step = _check_seconds("step", step)
@@ -158,8 +163,8 @@ class Exponential(_Shaped):
         *,
         initial: float = 0.1,
         multiplier: float = 2.0,
-        min: float = 0.0,  # noqa: A002
-        max: float = 5.0,  # noqa: A002
+        min: float = 0.0,
+        max: float = 5.0,
         jitter: Jitter | None = "full",
     ) -> None:
         self.initial = _check_seconds("initial", initial)
@@ -210,8 +215,8 @@ class Decorrelated(Backoff):
         *,
         initial: float = 0.1,
         multiplier: float = 3.0,
-        min: float = 0.0,  # noqa: A002
-        max: float = 5.0,  # noqa: A002
+        min: float = 0.0,
+        max: float = 5.0,
     ) -> None:
         self.initial = _check_seconds("initial", initial, allow_zero=False)
         if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)):
