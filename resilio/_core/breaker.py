@@ -362,7 +362,7 @@ class BreakerCore:
                 return
             if verdict == SUCCESS and now - started_at > slow:
                 verdict = FAILURE
-        if verdict == SUCCESS or verdict == FAILURE:
+        if verdict in (SUCCESS, FAILURE):
             self._count(verdict == FAILURE, now, own=True)
 
     def isolate(self, now: float) -> None:
