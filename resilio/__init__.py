@@ -7,6 +7,7 @@ functions and composes in a `Pipeline`.
 from __future__ import annotations
 
 from . import backoff
+from ._breaker import CircuitBreaker, CircuitState
 from ._budget import RetryBudget
 from ._clock import Clock, SystemClock
 from ._context import current_attempt, time_remaining
@@ -39,6 +40,8 @@ __all__ = [
     "time_remaining",
     "Pipeline",
     "Strategy",
+    "CircuitBreaker",
+    "CircuitState",
     # outcomes and events
     "Outcome",
     "Event",

@@ -117,6 +117,7 @@ class CircuitBreaker(Strategy):
         "_lock",
         "_on",
         "_permits",
+        "_timed_window",
         "config",
         "name",
     )
@@ -221,6 +222,7 @@ class CircuitBreaker(Strategy):
         self._listeners = validate_listeners(listeners)
         self._clock = clock
         self._core = core.BreakerCore(self.config)
+        self._timed_window = window_duration is not None
         # Held only for a few field updates, never while a user function runs.
         self._lock = threading.Lock()
         # Permits of the `with` blocks this thread or task is inside, innermost last.
@@ -330,6 +332,13 @@ class CircuitBreaker(Strategy):
         if notices:
             self._emit(notices, result, exception)
 
+    def _count_success(self, permit: core.Permit) -> None:
+        """Count a success of the shared closed-state permit when nobody listens."""
+        core_ = self._core
+        now = self._now() if self._timed_window else 0.0
+        with self._lock:
+            core_.count_success(permit, now)
+
     def _finish_result(self, permit: core.Permit, result: object) -> None:
         """Classify a returned value (only predicates look at results)."""
         ignore = self._ignore
@@ -392,6 +401,7 @@ class CircuitBreaker(Strategy):
         state = self._core
         admit = self._admit
         finish = self._finish
+        count_success = self._count_success
         finish_result = self._finish_result
         finish_exception = self._finish_exception
         release = self._release
@@ -416,8 +426,10 @@ class CircuitBreaker(Strategy):
                 raise
             if check_results:
                 finish_result(permit, result)
-            elif permit.track or state.failures or listeners or events.global_listeners:
+            elif listeners or events.global_listeners or permit.token:
                 finish(permit, core.SUCCESS, result)
+            elif permit.track or state.failures:
+                count_success(permit)
             return result
 
         return breaker_call
@@ -426,6 +438,7 @@ class CircuitBreaker(Strategy):
         state = self._core
         admit = self._admit
         finish = self._finish
+        count_success = self._count_success
         finish_result = self._finish_result
         finish_exception = self._finish_exception
         release = self._release
@@ -449,8 +462,10 @@ class CircuitBreaker(Strategy):
                 raise
             if check_results:
                 finish_result(permit, result)
-            elif permit.track or state.failures or listeners or events.global_listeners:
+            elif listeners or events.global_listeners or permit.token:
                 finish(permit, core.SUCCESS, result)
+            elif permit.track or state.failures:
+                count_success(permit)
             return result
 
         return breaker_call

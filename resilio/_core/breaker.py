@@ -121,9 +121,10 @@ class Notice:
 class CountWindow:
     """The outcomes of the last ``size`` counted calls, as a ring buffer."""
 
-    __slots__ = ("calls", "failures", "next", "outcomes")
+    __slots__ = ("calls", "failures", "next", "outcomes", "size")
 
     def __init__(self, size: int) -> None:
+        self.size = size
         self.outcomes = bytearray(size)
         self.next = 0
         self.calls = 0
@@ -131,13 +132,15 @@ class CountWindow:
 
     def add(self, failed: bool, now: float) -> None:
         """Record one outcome, pushing out the oldest when full."""
-        if self.calls == len(self.outcomes):
-            self.failures -= self.outcomes[self.next]
+        index = self.next
+        if self.calls == self.size:
+            self.failures += failed - self.outcomes[index]
         else:
             self.calls += 1
-        self.outcomes[self.next] = failed
-        self.failures += failed
-        self.next = (self.next + 1) % len(self.outcomes)
+            self.failures += failed
+        self.outcomes[index] = failed
+        index += 1
+        self.next = 0 if index == self.size else index
 
     def totals(self, now: float) -> tuple[int, int]:
         """Return ``(calls, failures)`` in the window."""
@@ -145,7 +148,7 @@ class CountWindow:
 
     def clear(self) -> None:
         """Forget every outcome."""
-        self.outcomes = bytearray(len(self.outcomes))
+        self.outcomes = bytearray(self.size)
         self.next = self.calls = self.failures = 0
 
 
@@ -364,6 +367,18 @@ class BreakerCore:
                 verdict = FAILURE
         if verdict in (SUCCESS, FAILURE):
             self._count(verdict == FAILURE, now, own=True)
+
+    def count_success(self, permit: Permit, now: float) -> None:
+        """Count a closed-state success of the shared permit, leaving no notice.
+
+        The quiet short cut of ``complete(permit, SUCCESS, now)`` for when
+        nobody listens; only valid for `shared_permit` (no slow-call detection).
+        """
+        if permit.generation == self.generation:
+            if self.window is None:
+                self.failures = 0
+            else:
+                self.window.add(False, now)
 
     def isolate(self, now: float) -> None:
         """Hold the breaker open until `reset`."""
