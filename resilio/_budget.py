@@ -68,7 +68,7 @@ class RetryBudget:
             return self._state.withdraw(self._now())
 
     @property
-    def available(self) -> float:
+    def available(self) -> int:
         """How many retries the budget would allow right now."""
         with self._lock:
             return self._state.available(self._now())

@@ -175,19 +175,19 @@ class Exponential(_Shaped):
         self.multiplier = float(multiplier)
         super().__init__(min=min, max=max, jitter=jitter)
         # The first attempt whose base reaches max; from there on no power is computed.
-        if self.initial == 0.0:
-            self._saturated_from = 1 << 62
+        if self.initial == 0.0 or self.multiplier == 1.0:
+            self._saturated_from = 0  # the base never changes: see base()
         elif self.initial >= self.max:
             self._saturated_from = 1
-        elif self.multiplier == 1.0:
-            self._saturated_from = 1 << 62
         else:
-            self._saturated_from = 1 + math.ceil(
-                math.log(self.max / self.initial) / math.log(self.multiplier)
-            )
+            # In logs, so a tiny initial cannot overflow the ratio.
+            steps = (math.log(self.max) - math.log(self.initial)) / math.log(self.multiplier)
+            self._saturated_from = 1 + math.ceil(steps)
 
     def base(self, attempt: int) -> float:
         """Return the capped exponential wait for ``attempt`` in O(1)."""
+        if self._saturated_from == 0:
+            return self.initial if self.initial < self.max else self.max
         if attempt >= self._saturated_from:
             return self.max
         value = self.initial * self.multiplier ** (attempt - 1)

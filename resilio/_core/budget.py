@@ -64,7 +64,7 @@ class BudgetState:
             return True
         return False
 
-    def available(self, now: float) -> float:
-        """Return how many retries the budget would allow now."""
+    def available(self, now: float) -> int:
+        """Return how many whole retries the budget would allow now."""
         self.refresh(now)
-        return float(int(self.earned) + int(self.reserve))
+        return int(self.earned) + int(self.reserve)

@@ -1,0 +1,91 @@
+"""The public surface: `__all__` is the contract, and every public name is documented."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import resilio
+
+EXPECTED = {
+    "retry", "Retry", "backoff", "RetryBudget", "current_attempt",
+    "timeout", "Timeout", "time_remaining",
+    "CircuitBreaker", "CircuitState",
+    "Pipeline", "Strategy",
+    "Outcome", "Event", "EventKind", "GiveUpReason", "Listener", "add_listener", "remove_listener",
+    "Clock", "SystemClock",
+    "ResilioError", "RejectedError", "CircuitOpenError", "RateLimitExceeded", "TimeoutExceeded",
+}  # fmt: skip
+PUBLIC_MODULES = ["resilio", "resilio.backoff", "resilio.testing"]
+
+
+def test_all_is_exactly_the_contract() -> None:
+    # Names may be added on purpose (update EXPECTED); none may vanish or leak by accident.
+    assert set(resilio.__all__) >= EXPECTED, EXPECTED - set(resilio.__all__)
+    assert len(resilio.__all__) == len(set(resilio.__all__))
+    for name in resilio.__all__:
+        assert hasattr(resilio, name), name
+
+
+@pytest.mark.parametrize("module_name", PUBLIC_MODULES)
+def test_every_public_name_has_a_docstring(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    assert module.__doc__
+    for name in module.__all__:
+        obj = getattr(module, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj) or inspect.ismodule(obj):
+            assert inspect.getdoc(obj), f"{module_name}.{name} has no docstring"
+        if inspect.isclass(obj):
+            for attr, member in vars(obj).items():
+                if attr.startswith("_") or not (
+                    inspect.isfunction(member) or isinstance(member, property)
+                ):
+                    continue
+                assert inspect.getdoc(member), f"{module_name}.{name}.{attr} has no docstring"
+
+
+def test_error_hierarchy() -> None:
+    assert issubclass(resilio.RejectedError, resilio.ResilioError)
+    assert issubclass(resilio.CircuitOpenError, resilio.RejectedError)
+    assert issubclass(resilio.RateLimitExceeded, resilio.RejectedError)
+    assert issubclass(resilio.TimeoutExceeded, resilio.ResilioError)
+    assert issubclass(resilio.TimeoutExceeded, TimeoutError)
+    assert resilio.RateLimitExceeded("x", retry_after=1.5).retry_after == 1.5
+
+
+def test_importing_resilio_needs_no_optional_dependency() -> None:
+    code = (
+        "import sys, resilio, resilio.backoff, resilio.testing\n"
+        "bad = [m for m in ('httpx', 'redis', 'opentelemetry') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+SANS_IO_ALLOWED = {
+    "__future__", "abc", "bisect", "collections", "dataclasses", "enum", "functools", "heapq",
+    "itertools", "math", "operator", "re", "typing",
+}  # fmt: skip
+
+
+def test_core_is_sans_io() -> None:
+    """`resilio._core` imports only pure standard-library modules and itself."""
+    core = Path(resilio.__file__).parent / "_core"
+    for path in sorted(core.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                roots = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: inside _core
+                    assert node.level == 1, f"{path.name} reaches outside _core"
+                    continue
+                roots = {(node.module or "").split(".")[0]}
+            else:
+                continue
+            assert roots <= SANS_IO_ALLOWED, f"{path.name} imports {roots - SANS_IO_ALLOWED}"

@@ -1,0 +1,52 @@
+"""Checked by mypy --strict and pyright (`nox -s typecheck`): decorators keep signatures."""
+
+from __future__ import annotations
+
+from typing_extensions import assert_type
+
+import resilio
+from resilio import backoff
+from resilio.testing import FakeClock, use_clock
+
+policy = resilio.retry(on=ConnectionError, attempts=3, backoff=backoff.exponential(max=2.0))
+
+
+@policy
+def fetch(url: str, *, retries: int = 0) -> bytes:
+    return url.encode()
+
+
+@resilio.timeout(1.0)
+async def fetch_async(url: str) -> int:
+    return len(url)
+
+
+pipeline = resilio.Pipeline(resilio.timeout(5.0), policy, resilio.timeout(1.0))
+
+
+@pipeline
+async def get_user(user_id: int) -> dict[str, int]:
+    return {"id": user_id}
+
+
+def predicate(outcome: resilio.Outcome[object]) -> float | bool:
+    return 1.0 if outcome.exception is not None else False
+
+
+on_result = resilio.retry(on=predicate, deadline=3.0)
+
+
+async def main() -> None:
+    assert_type(fetch("x", retries=1), bytes)
+    assert_type(await fetch_async("y"), int)
+    assert_type(await get_user(3), dict[str, int])
+    assert_type(resilio.current_attempt(), int)
+    assert_type(resilio.time_remaining(), float | None)
+    with use_clock(FakeClock()):
+        pass
+    try:
+        fetch("z")
+    except resilio.RejectedError as error:
+        assert_type(error.retry_after, float)
+    budget = resilio.RetryBudget(ratio=0.1)
+    assert_type(budget.available, int)
