@@ -49,6 +49,12 @@ class EventKind(str, enum.Enum):
     """A breaker refused a call."""
     BREAKER_STATE_CHANGED = "breaker_state_changed"
     """A breaker moved from ``previous_state`` to ``state``."""
+    LIMITER_ALLOWED = "limiter_allowed"
+    """A rate limiter admitted a request without waiting."""
+    LIMITER_REJECTED = "limiter_rejected"
+    """A rate limiter refused a request; ``delay`` is its retry-after in seconds."""
+    LIMITER_WAITED = "limiter_waited"
+    """A rate limiter admitted a request after it waited ``delay`` seconds."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,527 @@
+"""Rate limiting algorithms as pure functions of (state, now, cost).
+
+Nothing here sleeps, awaits, locks or reads a clock: the store passes the time
+in, as an integer number of microseconds, and keeps the state. States are
+small values made of integers (one integer for the buckets, three for the
+windows, a log of (timestamp, cost) pairs for the exact sliding log), so a
+store that lives elsewhere (a Lua script in Redis) can hold them and give the
+same answers: every quantity stays an integer below 2**53, which a double
+(Lua's only number type) represents exactly.
+
+Each algorithm answers in two steps so several limits can be applied all or
+nothing: `evaluate` says whether ``cost`` fits now (it may drop expired data
+from a state but never consumes), and `commit` consumes ``cost`` and returns
+the state to store.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, Final
+
+__all__ = [
+    "US",
+    "Algorithm",
+    "Decision",
+    "FixedWindowAlgorithm",
+    "GcraAlgorithm",
+    "LeakyAlgorithm",
+    "SlidingLogAlgorithm",
+    "SlidingWindowAlgorithm",
+    "Verdict",
+    "combine",
+    "make_decision",
+    "parse_limit",
+    "to_us",
+]
+
+US: Final = 1_000_000
+"""Microseconds per second: the unit of every time inside the core."""
+
+# (allowed, remaining, retry_after_us, reset_after_us)
+Verdict = tuple[bool, int, int, int]
+
+
+def to_us(seconds: float) -> int:
+    """Return ``seconds`` as a whole number of microseconds (nearest)."""
+    return round(seconds * US)
+
+
+class Decision(tuple):  # type: ignore[type-arg]
+    """What a rate limiter decided for one request; immutable.
+
+    A decision is true when the request was allowed, so ``if
+    limiter.try_acquire(key):`` reads naturally.
+
+    Attributes:
+        allowed: Whether the request was admitted (and its cost consumed).
+        remaining: Units that could still be admitted at once after this
+            decision, under the most constraining limit.
+        retry_after: Seconds until a request of the same cost would be
+            admitted, if nothing else is consumed meanwhile; ``0.0`` when
+            allowed.
+        reset_after: Seconds until the key is back to its initial, fully
+            available state, if nothing else is consumed meanwhile.
+        limit: The capacity (bucket size or window limit) of the most
+            constraining limit.
+    """
+
+    # A tuple subclass: as cheap to build as a slotted object, and truly immutable.
+    __slots__ = ()
+
+    def __new__(
+        cls, allowed: bool, remaining: int, retry_after: float, reset_after: float, limit: int
+    ) -> Decision:
+        """Build a decision; times in seconds."""
+        return tuple.__new__(cls, (allowed, remaining, retry_after, reset_after, limit))
+
+    @property
+    def allowed(self) -> bool:
+        """Whether the request was admitted."""
+        return self[0]  # type: ignore[no-any-return]
+
+    @property
+    def remaining(self) -> int:
+        """Units still available at once after this decision."""
+        return self[1]  # type: ignore[no-any-return]
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds until the same cost fits; 0.0 when allowed."""
+        return self[2]  # type: ignore[no-any-return]
+
+    @property
+    def reset_after(self) -> float:
+        """Seconds until the key is back to its initial state."""
+        return self[3]  # type: ignore[no-any-return]
+
+    @property
+    def limit(self) -> int:
+        """The capacity of the most constraining limit."""
+        return self[4]  # type: ignore[no-any-return]
+
+    def __bool__(self) -> bool:
+        return self[0]  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return (
+            f"Decision(allowed={self[0]}, remaining={self[1]}, retry_after={self[2]}, "
+            f"reset_after={self[3]}, limit={self[4]})"
+        )
+
+
+_new_tuple = tuple.__new__
+
+
+def make_decision(
+    allowed: bool, remaining: int, retry_after: float, reset_after: float, limit: int
+) -> Decision:
+    """Build a `Decision` without the cost of a Python-level ``__new__``."""
+    return _new_tuple(Decision, (allowed, remaining, retry_after, reset_after, limit))  # type: ignore[no-any-return]
+
+
+def _decision_from_verdict(verdict: Verdict, limit: int) -> Decision:
+    allowed, remaining, retry_us, reset_us = verdict
+    return make_decision(allowed, remaining, retry_us / US, reset_us / US, limit)
+
+
+class Algorithm:
+    """One limit: its parameters, and how a state answers a request.
+
+    Attributes:
+        name: Namespace of this limit's state inside a store. Two limits with
+            the same name in one store share their state.
+        kind: The algorithm's identifier (``"gcra"``, ``"leaky"``,
+            ``"fixed_window"``, ``"sliding_window"``, ``"sliding_log"``).
+        params: The integer parameters a remote store needs, in µs and units.
+        capacity: The largest cost one request may ask for.
+    """
+
+    __slots__ = ("capacity", "name")
+
+    kind: str = ""
+    name: str
+    capacity: int
+
+    @property
+    def params(self) -> tuple[int, ...]:
+        """The integer parameters that define this limit (times in µs)."""
+        raise NotImplementedError
+
+    def default_name(self) -> str:
+        """A name derived from the kind and the parameters."""
+        return ":".join([self.kind, *map(str, self.params)])
+
+    def renamed(self, name: str) -> Algorithm:
+        """Return a copy of this limit whose state lives under ``name``."""
+        clone = object.__new__(type(self))
+        for cls in type(self).__mro__:
+            for slot in getattr(cls, "__slots__", ()):
+                object.__setattr__(clone, slot, getattr(self, slot))
+        clone.name = name
+        return clone
+
+    def evaluate(self, state: Any, now: int, cost: int) -> Verdict:
+        """Say whether ``cost`` fits in ``state`` at ``now`` (µs), consuming nothing."""
+        raise NotImplementedError
+
+    def commit(self, state: Any, now: int, cost: int) -> Any:
+        """Consume ``cost`` at ``now`` (µs); return the state to store."""
+        raise NotImplementedError
+
+    def idle(self, state: Any, now: int) -> bool:
+        """Whether ``state`` is back to the initial state at ``now`` and may be dropped."""
+        raise NotImplementedError
+
+    def decide(self, state: Any, now: int, cost: int) -> tuple[Decision, Any]:
+        """Evaluate and, when allowed, commit: return the decision and the new state."""
+        verdict = self.evaluate(state, now, cost)
+        if verdict[0]:
+            state = self.commit(state, now, cost)
+        return _decision_from_verdict(verdict, self.capacity), state
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+class GcraAlgorithm(Algorithm):
+    """Token bucket as the generic cell rate algorithm: one timestamp per key.
+
+    The state is the theoretical arrival time (TAT): the time at which the
+    bucket would be full again. A request of cost n moves it n emission
+    intervals forward, and is admitted when the new TAT is at most
+    ``capacity`` intervals ahead of now.
+    """
+
+    __slots__ = ("interval", "tolerance")
+
+    kind = "gcra"
+
+    def __init__(self, interval: int, capacity: int, name: str = "") -> None:
+        self.interval = interval
+        self.capacity = capacity
+        self.tolerance = interval * capacity
+        self.name = name or self.default_name()
+
+    @property
+    def params(self) -> tuple[int, ...]:
+        """(emission interval µs, capacity)."""
+        return (self.interval, self.capacity)
+
+    def evaluate(self, state: int | None, now: int, cost: int) -> Verdict:
+        """See `Algorithm.evaluate`."""
+        tat = now if state is None or state < now else state
+        new_tat = tat + cost * self.interval
+        allow_at = new_tat - self.tolerance
+        if allow_at <= now:
+            return True, (now - allow_at) // self.interval, 0, new_tat - now
+        return False, (now + self.tolerance - tat) // self.interval, allow_at - now, tat - now
+
+    def commit(self, state: int | None, now: int, cost: int) -> int:
+        """See `Algorithm.commit`."""
+        tat = now if state is None or state < now else state
+        return tat + cost * self.interval
+
+    def idle(self, state: int, now: int) -> bool:
+        """See `Algorithm.idle`."""
+        return state <= now
+
+
+class LeakyAlgorithm(Algorithm):
+    """Leaky bucket as a shaper: admissions leave at a constant rate, no burst.
+
+    The state is the time at which the bucket has drained everything admitted
+    so far. A request is admitted only when the bucket is empty; its cost then
+    takes ``cost`` intervals to drain. ``capacity`` bounds what may wait in the
+    queue in front of the bucket (the driver enforces it), and the cost of one
+    request.
+    """
+
+    __slots__ = ("interval",)
+
+    kind = "leaky"
+
+    def __init__(self, interval: int, capacity: int, name: str = "") -> None:
+        self.interval = interval
+        self.capacity = capacity
+        self.name = name or self.default_name()
+
+    @property
+    def params(self) -> tuple[int, ...]:
+        """(emission interval µs, queue capacity)."""
+        return (self.interval, self.capacity)
+
+    def evaluate(self, state: int | None, now: int, cost: int) -> Verdict:
+        """See `Algorithm.evaluate`."""
+        if state is None or state <= now:
+            return True, 0, 0, cost * self.interval
+        return False, 0, state - now, state - now
+
+    def commit(self, state: int | None, now: int, cost: int) -> int:
+        """See `Algorithm.commit`."""
+        return now + cost * self.interval
+
+    def idle(self, state: int, now: int) -> bool:
+        """See `Algorithm.idle`."""
+        return state <= now
+
+
+class FixedWindowAlgorithm(Algorithm):
+    """At most ``limit`` units per window; windows are aligned on multiples of their length.
+
+    The state is (window index, units used in it).
+    """
+
+    __slots__ = ("window",)
+
+    kind = "fixed_window"
+
+    def __init__(self, limit: int, window: int, name: str = "") -> None:
+        self.capacity = limit
+        self.window = window
+        self.name = name or self.default_name()
+
+    @property
+    def params(self) -> tuple[int, ...]:
+        """(limit, window µs)."""
+        return (self.capacity, self.window)
+
+    def evaluate(self, state: tuple[int, int] | None, now: int, cost: int) -> Verdict:
+        """See `Algorithm.evaluate`."""
+        index = now // self.window
+        used = state[1] if state is not None and state[0] >= index else 0
+        left = (index + 1) * self.window - now
+        if used + cost <= self.capacity:
+            return True, self.capacity - used - cost, 0, left
+        return False, self.capacity - used, left, left
+
+    def commit(self, state: tuple[int, int] | None, now: int, cost: int) -> tuple[int, int]:
+        """See `Algorithm.commit`."""
+        index = now // self.window
+        if state is not None and state[0] >= index:
+            return (state[0], state[1] + cost)
+        return (index, cost)
+
+    def idle(self, state: tuple[int, int], now: int) -> bool:
+        """See `Algorithm.idle`."""
+        return state[0] < now // self.window or state[1] == 0
+
+
+class SlidingWindowAlgorithm(Algorithm):
+    """The sliding-window counter: two aligned windows, the previous one weighted.
+
+    The estimate at elapsed time ``e`` into the current window is
+    ``previous * (window - e) / window + current``; a request is admitted when
+    the estimate plus its cost is at most ``limit``. All comparisons are done
+    multiplied by ``window`` so they stay in integers. The state is
+    (window index, current count, previous count).
+    """
+
+    __slots__ = ("window",)
+
+    kind = "sliding_window"
+
+    def __init__(self, limit: int, window: int, name: str = "") -> None:
+        self.capacity = limit
+        self.window = window
+        self.name = name or self.default_name()
+
+    @property
+    def params(self) -> tuple[int, ...]:
+        """(limit, window µs)."""
+        return (self.capacity, self.window)
+
+    def _counts(self, state: tuple[int, int, int] | None, index: int) -> tuple[int, int]:
+        if state is None:
+            return 0, 0
+        if state[0] >= index:
+            return state[1], state[2]
+        if state[0] == index - 1:
+            return 0, state[1]
+        return 0, 0
+
+    def evaluate(self, state: tuple[int, int, int] | None, now: int, cost: int) -> Verdict:
+        """See `Algorithm.evaluate`."""
+        window, limit = self.window, self.capacity
+        index = now // window
+        elapsed = now - index * window
+        current, previous = self._counts(state, index)
+        weighted = previous * (window - elapsed)
+        allowed = weighted + (current + cost) * window <= limit * window
+        after = current + cost if allowed else current
+        remaining = max(0, (limit * window - weighted - after * window) // window)
+        if after:
+            reset = 2 * window - elapsed
+        elif previous:
+            reset = window - elapsed
+        else:
+            reset = 0
+        if allowed:
+            return True, remaining, 0, reset
+        if current + cost <= limit:
+            # The previous window's weight decays enough within this window.
+            fits_at = window - ((limit - current - cost) * window) // previous
+            return False, remaining, fits_at - elapsed, reset
+        # Only in the next window, where this window's count is the previous one.
+        fits_at = window - ((limit - cost) * window) // current
+        return False, remaining, window - elapsed + fits_at, reset
+
+    def commit(
+        self, state: tuple[int, int, int] | None, now: int, cost: int
+    ) -> tuple[int, int, int]:
+        """See `Algorithm.commit`."""
+        index = now // self.window
+        current, previous = self._counts(state, index)
+        return (max(index, state[0]) if state else index, current + cost, previous)
+
+    def idle(self, state: tuple[int, int, int], now: int) -> bool:
+        """See `Algorithm.idle`."""
+        current, previous = self._counts(state, now // self.window)
+        return current == 0 and previous == 0
+
+
+class SlidingLog:
+    """The mutable state of a sliding log: (timestamp µs, cost) entries and their sum."""
+
+    __slots__ = ("entries", "total")
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[int, int]] = deque()
+        self.total = 0
+
+    def __repr__(self) -> str:
+        return f"SlidingLog(total={self.total}, entries={list(self.entries)})"
+
+
+class SlidingLogAlgorithm(Algorithm):
+    """The exact sliding window: a log of admissions within the last window.
+
+    An admission at time t counts while ``now < t + window``. Memory is one
+    entry per distinct admission time within the window, so at most ``limit``
+    entries per key.
+    """
+
+    __slots__ = ("window",)
+
+    kind = "sliding_log"
+
+    def __init__(self, limit: int, window: int, name: str = "") -> None:
+        self.capacity = limit
+        self.window = window
+        self.name = name or self.default_name()
+
+    @property
+    def params(self) -> tuple[int, ...]:
+        """(limit, window µs)."""
+        return (self.capacity, self.window)
+
+    def _prune(self, log: SlidingLog, now: int) -> None:
+        # Dropping expired entries changes no answer, so evaluate may do it.
+        entries = log.entries
+        horizon = now - self.window
+        while entries and entries[0][0] <= horizon:
+            log.total -= entries.popleft()[1]
+
+    def evaluate(self, state: SlidingLog | None, now: int, cost: int) -> Verdict:
+        """See `Algorithm.evaluate`."""
+        if state is None:
+            return True, self.capacity - cost, 0, self.window
+        self._prune(state, now)
+        total = state.total
+        if total + cost <= self.capacity:
+            return True, self.capacity - total - cost, 0, self.window
+        reset = state.entries[-1][0] + self.window - now
+        need = total + cost - self.capacity
+        freed = 0
+        for stamp, used in state.entries:  # pragma: no branch - need <= total
+            freed += used
+            if freed >= need:
+                return False, self.capacity - total, stamp + self.window - now, reset
+        raise AssertionError("unreachable: cost <= limit")  # pragma: no cover
+
+    def commit(self, state: SlidingLog | None, now: int, cost: int) -> SlidingLog:
+        """See `Algorithm.commit`."""
+        log = SlidingLog() if state is None else state
+        self._prune(log, now)
+        entries = log.entries
+        if entries and entries[-1][0] >= now:
+            stamp, used = entries.pop()
+            entries.append((stamp, used + cost))
+        else:
+            entries.append((now, cost))
+        log.total += cost
+        return log
+
+    def idle(self, state: SlidingLog, now: int) -> bool:
+        """See `Algorithm.idle`."""
+        return not state.entries or state.entries[-1][0] + self.window <= now
+
+
+def combine(verdicts: Sequence[Verdict], limits: Sequence[int]) -> Decision:
+    """Merge the verdicts of several limits on one request into one `Decision`.
+
+    The request is allowed only if every limit allows it. ``retry_after`` and
+    ``reset_after`` are the largest of the parts (availability only grows
+    while nothing is consumed, so all parts fit at the latest of their
+    times); ``remaining`` and ``limit`` come from the tightest part.
+    """
+    allowed = True
+    remaining = math.inf
+    limit = 0
+    retry = reset = 0
+    for (ok, left, retry_us, reset_us), cap in zip(verdicts, limits):
+        allowed = allowed and ok
+        if left < remaining:
+            remaining, limit = left, cap
+        retry = max(retry, retry_us)
+        reset = max(reset, reset_us)
+    return make_decision(
+        allowed, int(remaining), retry / US if not allowed else 0.0, reset / US, limit
+    )
+
+
+_UNITS: Final = {
+    "ms": 0.001,
+    "millisecond": 0.001,
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "minute": 60.0,
+    "h": 3600.0,
+    "hr": 3600.0,
+    "hour": 3600.0,
+    "d": 86400.0,
+    "day": 86400.0,
+}
+_LIMIT_RE: Final = re.compile(
+    r"^\s*(\d+)\s*(?:/|per\s)\s*(\d+(?:\.\d+)?)?\s*([a-z]+?)s?\s*$", re.IGNORECASE
+)
+
+
+def parse_limit(text: str) -> tuple[int, float]:
+    """Parse a limit string into (count, period in seconds).
+
+    Accepts ``"10/second"``, ``"1000/hour"``, ``"5 per minute"``, ``"20/5s"``,
+    ``"3/2 minutes"``; units are ms, s, m, h, d and their long forms,
+    singular or plural.
+
+    Raises:
+        ValueError: When ``text`` is not a limit string.
+    """
+    match = _LIMIT_RE.match(text)
+    unit = _UNITS.get(match.group(3).lower()) if match else None
+    if match is None or unit is None:
+        raise ValueError(
+            f"cannot parse the limit {text!r}: write it as '<count>/<period>', "
+            "for example '10/second', '1000/hour' or '20/5s'"
+        )
+    count = int(match.group(1))
+    period = float(match.group(2) or 1) * unit
+    if count <= 0 or period <= 0:
+        raise ValueError(f"the limit {text!r} must have a positive count and period")
+    return count, period

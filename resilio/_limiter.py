@@ -1,0 +1,777 @@
+"""Rate limiters: the public classes and the drivers that wait for admission.
+
+The algorithms live in ``resilio._core.limiters`` and the state in a
+`resilio.stores.Store`; this module only reads the clock, asks the store,
+sleeps in FIFO order when asked to wait, and emits events.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, ParamSpec, TypeVar
+
+import anyio
+
+from . import _events
+from ._clock import Clock, SystemClock, runtime
+from ._context import deadline_var
+from ._core.limiters import (
+    US,
+    Algorithm,
+    Decision,
+    FixedWindowAlgorithm,
+    GcraAlgorithm,
+    LeakyAlgorithm,
+    SlidingLogAlgorithm,
+    SlidingWindowAlgorithm,
+    make_decision,
+    parse_limit,
+    to_us,
+)
+from ._errors import RateLimitExceeded
+from ._events import Event, EventKind, Listener, emit, validate_listeners
+from ._strategy import Strategy
+from ._waiting import Lines, TaskWaiter, ThreadWaiter, Waiter
+from .stores import MemoryStore, Store
+
+__all__ = [
+    "AllOf",
+    "FixedWindow",
+    "LeakyBucket",
+    "LimitedCall",
+    "RateLimiter",
+    "SlidingWindow",
+    "SlidingWindowLog",
+    "TokenBucket",
+]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+KeyArg = str | Callable[..., str]
+CostArg = int | Callable[..., int]
+
+_monotonic_ns = time.monotonic_ns
+
+
+def _positive_number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a positive, finite number, got {value!r}")
+    return float(value)
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _duration_us(name: str, seconds: object) -> int:
+    micros = to_us(_positive_number(name, seconds))
+    if micros < 1:
+        raise ValueError(f"{name} must be at least one microsecond, got {seconds!r} seconds")
+    return micros
+
+
+def _check_timeout(timeout: float | None) -> float:
+    if timeout is None:
+        return math.inf
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+        raise ValueError(f"timeout must be None or a number of seconds >= 0, got {timeout!r}")
+    return float(timeout)
+
+
+class RateLimiter(Strategy):
+    """The interface every rate limiter shares, whatever its algorithm.
+
+    A limiter decides per key (a user id, an IP address, a tenant): each key
+    has its own state in the limiter's store. It can be asked without waiting
+    (`try_acquire`, `allow`), asked to wait in FIFO order (`acquire`), used as
+    a decorator (`limit`, or the limiter itself with the default key ``""``),
+    as a ``with`` / ``async with`` block, or as a step of a `resilio.Pipeline`.
+
+    Waiting is FIFO per key: a caller that has to wait queues behind those
+    already waiting (nobody barges in), only the first in line sleeps, and a
+    caller that times out or is cancelled consumes nothing and wakes the next.
+    `try_acquire` does not queue: it answers from the store at once.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_limits",
+        "_lines",
+        "_listeners",
+        "_max_cost",
+        "_max_queued",
+        "_store",
+        "_timeout",
+        "name",
+    )
+
+    def __init__(
+        self,
+        limits: Iterable[Algorithm],
+        *,
+        name: str | None = None,
+        store: Store | None = None,
+        clock: Clock | None = None,
+        listeners: Iterable[Listener] | None = None,
+        timeout: float | None = 0.0,
+        max_queued: int | None = None,
+    ) -> None:
+        self._limits = tuple(limits)
+        if not self._limits:
+            raise ValueError("a rate limiter needs at least one limit")
+        names = [limit.name for limit in self._limits]
+        if len(set(names)) != len(names):
+            raise ValueError(f"limits combined in one limiter need distinct names, got {names}")
+        if store is not None and not isinstance(store, Store):
+            raise TypeError(f"store= takes a resilio.stores.Store, got {store!r}")
+        if clock is not None and not isinstance(clock, Clock):
+            raise TypeError(f"clock= takes a resilio Clock, got {clock!r}")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        _check_timeout(timeout)
+        self.name = name or "+".join(names)
+        self._store: Store = MemoryStore() if store is None else store
+        self._clock = clock
+        self._listeners = validate_listeners(listeners)
+        self._timeout = timeout
+        self._max_cost = min(limit.capacity for limit in self._limits)
+        self._max_queued = max_queued
+        self._lines = Lines()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    @property
+    def store(self) -> Store:
+        """The store that holds this limiter's state."""
+        return self._store
+
+    @property
+    def max_cost(self) -> int:
+        """The largest cost a single request may ask for."""
+        return self._max_cost
+
+    # -- helpers -----------------------------------------------------------
+
+    def _now_us(self, clock: Clock) -> int:
+        if type(clock) is SystemClock:
+            return _monotonic_ns() // 1000
+        return round(clock.now() * US)
+
+    def _bad_cost(self, cost: object) -> None:
+        if isinstance(cost, bool) or not isinstance(cost, int):
+            raise TypeError(f"cost must be an integer, got {cost!r}")
+        if cost <= 0:
+            raise ValueError(f"cost must be a positive integer, got {cost!r}")
+        if cost > self._max_cost:
+            raise ValueError(
+                f"cost {cost} is above the capacity of {self.name!r} ({self._max_cost}): "
+                "it could never be admitted; raise the capacity or split the request"
+            )
+
+    def _emit(self, kind: EventKind, clock: Clock, delay: float | None = None) -> None:
+        emit(Event(kind, self.name, clock.now(), delay=delay), self._listeners)
+
+    def _emit_decision(self, decision: Decision, clock: Clock) -> None:
+        if decision[0]:
+            self._emit(EventKind.LIMITER_ALLOWED, clock)
+        else:
+            self._emit(EventKind.LIMITER_REJECTED, clock, decision[2])
+
+    def _exceeded(self, key: str, cost: int, retry_after: float, clock: Clock) -> RateLimitExceeded:
+        if self._listeners or _events.global_listeners:
+            self._emit(EventKind.LIMITER_REJECTED, clock, retry_after)
+        return RateLimitExceeded(
+            f"rate limit {self.name!r} exceeded for key {key!r} (cost {cost}); "
+            f"retry after {retry_after:.6f} s",
+            retry_after=retry_after,
+        )
+
+    def _budget(self, timeout: float | None, clock: Clock) -> float:
+        budget = _check_timeout(timeout)
+        deadline = deadline_var.get()
+        if deadline is not None and self._clock is None:
+            # An enclosing resilio.timeout reads the same global clock.
+            budget = min(budget, max(0.0, deadline - clock.now()))
+        return budget
+
+    # -- non-blocking ------------------------------------------------------
+
+    def try_acquire(self, key: str = "", cost: int = 1) -> Decision:
+        """Consume ``cost`` from ``key`` if it fits now; never blocks.
+
+        Args:
+            key: Whose limit to use (a user id, an IP address...).
+            cost: How many units the request uses.
+
+        Returns:
+            The `Decision`; nothing is consumed when it is not ``allowed``.
+
+        Raises:
+            ValueError: ``cost`` is not positive or exceeds the capacity.
+        """
+        if cost.__class__ is not int or not 0 < cost <= self._max_cost:
+            self._bad_cost(cost)
+        clock = self._clock or runtime.clock
+        now = _monotonic_ns() // 1000 if type(clock) is SystemClock else round(clock.now() * US)
+        decision = self._store.acquire(self._limits, key, cost, now)
+        if self._listeners or _events.global_listeners:
+            self._emit_decision(decision, clock)
+        return decision
+
+    def allow(self, key: str = "", cost: int = 1) -> bool:
+        """Like `try_acquire`, answering only whether the request was admitted.
+
+        The fastest way to ask. Args and errors as for `try_acquire`.
+        """
+        if cost.__class__ is not int or not 0 < cost <= self._max_cost:
+            self._bad_cost(cost)
+        clock = self._clock or runtime.clock
+        now = _monotonic_ns() // 1000 if type(clock) is SystemClock else round(clock.now() * US)
+        allowed = self._store.allow(self._limits, key, cost, now)
+        if self._listeners or _events.global_listeners:
+            self._emit(EventKind.LIMITER_ALLOWED if allowed else EventKind.LIMITER_REJECTED, clock)
+        return allowed
+
+    def peek(self, key: str = "", cost: int = 1) -> Decision:
+        """Return the decision `try_acquire` would make now, consuming nothing.
+
+        Args:
+            key: Whose limit to inspect.
+            cost: The cost to test.
+        """
+        if cost.__class__ is not int or not 0 < cost <= self._max_cost:
+            self._bad_cost(cost)
+        clock = self._clock or runtime.clock
+        return self._store.peek(self._limits, key, cost, self._now_us(clock))
+
+    def reset(self, key: str = "") -> None:
+        """Forget everything consumed by ``key``: it is fully available again."""
+        self._store.reset(self._limits, key)
+
+    async def try_acquire_async(self, key: str = "", cost: int = 1) -> Decision:
+        """Async twin of `try_acquire` (needed with stores on async clients)."""
+        if cost.__class__ is not int or not 0 < cost <= self._max_cost:
+            self._bad_cost(cost)
+        clock = self._clock or runtime.clock
+        decision = await self._store.acquire_async(self._limits, key, cost, self._now_us(clock))
+        if self._listeners or _events.global_listeners:
+            self._emit_decision(decision, clock)
+        return decision
+
+    async def allow_async(self, key: str = "", cost: int = 1) -> bool:
+        """Async twin of `allow`."""
+        return (await self.try_acquire_async(key, cost))[0]  # type: ignore[no-any-return]
+
+    async def peek_async(self, key: str = "", cost: int = 1) -> Decision:
+        """Async twin of `peek`."""
+        if cost.__class__ is not int or not 0 < cost <= self._max_cost:
+            self._bad_cost(cost)
+        clock = self._clock or runtime.clock
+        return await self._store.peek_async(self._limits, key, cost, self._now_us(clock))
+
+    async def reset_async(self, key: str = "") -> None:
+        """Async twin of `reset`."""
+        await self._store.reset_async(self._limits, key)
+
+    # -- waiting -----------------------------------------------------------
+
+    def _precheck(
+        self, key: str, cost: int, decision: Decision, budget: float, clock: Clock
+    ) -> None:
+        """Fail at once when waiting cannot succeed within ``budget`` seconds."""
+        if decision[2] > budget or budget == 0:
+            raise self._exceeded(key, cost, decision[2], clock)
+        if self._max_queued is not None and self._lines.queued_cost(key) + cost > self._max_queued:
+            raise self._exceeded(key, cost, decision[2], clock)
+
+    def acquire(self, key: str = "", cost: int = 1, timeout: float | None = None) -> Decision:
+        """Consume ``cost`` from ``key``, waiting in FIFO order until it fits.
+
+        Args:
+            key: Whose limit to use.
+            cost: How many units the request uses.
+            timeout: The most seconds to wait; ``None`` waits as long as it
+                takes, ``0`` only admits at once (behind nobody).
+
+        Returns:
+            The allowed `Decision`.
+
+        Raises:
+            RateLimitExceeded: Admission cannot happen within ``timeout``;
+                raised at once when that is certain. Its ``retry_after`` says
+                when the cost would fit. Nothing is consumed.
+            ValueError: ``cost`` is not positive or exceeds the capacity.
+        """
+        if cost.__class__ is not int or not 0 < cost <= self._max_cost:
+            self._bad_cost(cost)
+        clock = self._clock or runtime.clock
+        store, limits, lines = self._store, self._limits, self._lines
+        if key not in lines.lines:
+            decision = store.acquire(limits, key, cost, self._now_us(clock))
+            if decision[0]:
+                if self._listeners or _events.global_listeners:
+                    self._emit(EventKind.LIMITER_ALLOWED, clock)
+                return decision
+        else:
+            decision = store.peek(limits, key, cost, self._now_us(clock))
+        budget = self._budget(timeout, clock)
+        self._precheck(key, cost, decision, budget, clock)
+        if not runtime.waits_enabled:
+            return make_decision(True, 0, 0.0, decision[3], decision[4])
+        start = clock.now()
+        waiter = ThreadWaiter(cost, start + budget)
+        real_clock = type(clock) is SystemClock
+        lines.join(key, waiter)
+        try:
+            while True:
+                if not lines.is_head(key, waiter):
+                    left = waiter.deadline - clock.now()
+                    if left <= 0:
+                        raise self._exceeded(key, cost, decision[2], clock)
+                    waiter.event.wait(left if real_clock and left != math.inf else None)
+                    waiter.event.clear()
+                    continue
+                decision = store.acquire(limits, key, cost, self._now_us(clock))
+                if decision[0]:
+                    if self._listeners or _events.global_listeners:
+                        self._emit(EventKind.LIMITER_WAITED, clock, clock.now() - start)
+                    return decision
+                if decision[2] > waiter.deadline - clock.now():
+                    raise self._exceeded(key, cost, decision[2], clock)
+                clock.sleep(decision[2])
+                if not real_clock:
+                    lines.wake_expired(key, clock.now())
+        finally:
+            lines.leave(key, waiter)
+
+    async def acquire_async(
+        self, key: str = "", cost: int = 1, timeout: float | None = None
+    ) -> Decision:
+        """Async twin of `acquire`; cancelling the task while it waits consumes nothing."""
+        if cost.__class__ is not int or not 0 < cost <= self._max_cost:
+            self._bad_cost(cost)
+        clock = self._clock or runtime.clock
+        store, limits, lines = self._store, self._limits, self._lines
+        if key not in lines.lines:
+            decision = await store.acquire_async(limits, key, cost, self._now_us(clock))
+            if decision[0]:
+                if self._listeners or _events.global_listeners:
+                    self._emit(EventKind.LIMITER_ALLOWED, clock)
+                return decision
+        else:
+            decision = await store.peek_async(limits, key, cost, self._now_us(clock))
+        budget = self._budget(timeout, clock)
+        self._precheck(key, cost, decision, budget, clock)
+        if not runtime.waits_enabled:
+            return make_decision(True, 0, 0.0, decision[3], decision[4])
+        start = clock.now()
+        waiter = TaskWaiter(cost, start + budget)
+        real_clock = type(clock) is SystemClock
+        lines.join(key, waiter)
+        try:
+            while True:
+                if not lines.is_head(key, waiter):
+                    left = waiter.deadline - clock.now()
+                    if left <= 0:
+                        raise self._exceeded(key, cost, decision[2], clock)
+                    with anyio.move_on_after(left if real_clock else math.inf):
+                        await waiter.event.wait()
+                    waiter.renew()
+                    continue
+                decision = await store.acquire_async(limits, key, cost, self._now_us(clock))
+                if decision[0]:
+                    if self._listeners or _events.global_listeners:
+                        self._emit(EventKind.LIMITER_WAITED, clock, clock.now() - start)
+                    return decision
+                if decision[2] > waiter.deadline - clock.now():
+                    raise self._exceeded(key, cost, decision[2], clock)
+                await clock.sleep_async(decision[2])
+                if not real_clock:
+                    lines.wake_expired(key, clock.now())
+        finally:
+            lines.leave(key, waiter)
+
+    # -- decorator, with, pipeline -----------------------------------------
+
+    def limit(
+        self, key: KeyArg = "", cost: CostArg = 1, timeout: float | None = None
+    ) -> LimitedCall:
+        """Return a decorator (and ``with`` block) that admits calls through this limiter.
+
+        Args:
+            key: The key, or a function of the decorated call's arguments
+                returning it, e.g. ``lambda user_id, **_: f"user:{user_id}"``.
+            cost: The cost, or a function of the call's arguments returning it.
+            timeout: Seconds to wait for admission; ``0`` rejects at once,
+                ``None`` waits as long as it takes. Defaults to the limiter's
+                ``timeout``.
+        """
+        return LimitedCall(self, key, cost, self._timeout if timeout is None else timeout)
+
+    def _default(self) -> LimitedCall:
+        return LimitedCall(self, "", 1, self._timeout)
+
+    def _wrap_sync(self, fn: Callable[P, T]) -> Callable[P, T]:
+        return self._default()._wrap_sync(fn)
+
+    def _wrap_async(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        return self._default()._wrap_async(fn)
+
+    def __enter__(self) -> Decision:
+        return self._default().__enter__()
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    async def __aenter__(self) -> Decision:
+        return await self._default().__aenter__()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+class LimitedCall(Strategy):
+    """A limiter bound to a key, a cost and a timeout: a decorator and a ``with`` block.
+
+    Made by `RateLimiter.limit`. As a decorator, ``key`` and ``cost`` may be
+    functions of the decorated call's arguments; as a ``with`` block they must
+    be plain values.
+    """
+
+    __slots__ = ("_cost", "_key", "_limiter", "_timeout", "name")
+
+    def __init__(
+        self, limiter: RateLimiter, key: KeyArg, cost: CostArg, timeout: float | None
+    ) -> None:
+        if not (isinstance(key, str) or callable(key)):
+            raise TypeError(f"key must be a string or a function returning one, got {key!r}")
+        if not callable(cost) and (
+            cost.__class__ is not int or not 0 < cost <= limiter.max_cost
+        ):
+            limiter._bad_cost(cost)
+        _check_timeout(timeout)
+        self._limiter = limiter
+        self._key = key
+        self._cost = cost
+        self._timeout = timeout
+        self.name = limiter.name
+
+    def _resolve(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, int]:
+        key = self._key if isinstance(self._key, str) else self._key(*args, **kwargs)
+        cost = self._cost(*args, **kwargs) if callable(self._cost) else self._cost
+        return key, cost
+
+    def _static(self) -> tuple[str, int]:
+        if callable(self._key) or callable(self._cost):
+            raise TypeError(
+                "a `with` block has no call arguments: give limit() a plain key and cost"
+            )
+        return self._key, self._cost
+
+    def _wrap_sync(self, fn: Callable[P, T]) -> Callable[P, T]:
+        acquire, resolve, timeout = self._limiter.acquire, self._resolve, self._timeout
+
+        def limited(*args: P.args, **kwargs: P.kwargs) -> T:
+            key, cost = resolve(args, kwargs)
+            acquire(key, cost, timeout)
+            return fn(*args, **kwargs)
+
+        return limited
+
+    def _wrap_async(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        acquire, resolve, timeout = self._limiter.acquire_async, self._resolve, self._timeout
+
+        async def limited(*args: P.args, **kwargs: P.kwargs) -> T:
+            key, cost = resolve(args, kwargs)
+            await acquire(key, cost, timeout)
+            return await fn(*args, **kwargs)
+
+        return limited
+
+    def __enter__(self) -> Decision:
+        key, cost = self._static()
+        return self._limiter.acquire(key, cost, self._timeout)
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    async def __aenter__(self) -> Decision:
+        key, cost = self._static()
+        return await self._limiter.acquire_async(key, cost, self._timeout)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+_OPTIONS_DOC = """
+        name: Names this limiter's state in its store (limiters with the same
+            name and store share state); defaults to one derived from the
+            algorithm and its parameters.
+        store: Where the state lives; defaults to a new `MemoryStore`.
+        clock: The clock to read and sleep on; defaults to ``runtime.clock``.
+        listeners: Callables that receive this limiter's events.
+        timeout: Seconds the decorator, pipeline and ``with`` forms wait for
+            admission: ``0`` (the default) rejects at once with
+            `RateLimitExceeded`, ``None`` waits as long as it takes.
+"""
+
+
+def _split_rate(
+    spec: str | None, first: float | int | None, period: float | None, what: tuple[str, str]
+) -> tuple[float, float]:
+    if spec is not None:
+        if not isinstance(spec, str):
+            raise TypeError(f"the positional argument is a limit string like '10/second', got {spec!r}")
+        if first is not None:
+            raise TypeError(f"give either a limit string or {what[0]}=, not both")
+        count, seconds = parse_limit(spec)
+        return float(count), seconds
+    if first is None or period is None:
+        raise TypeError(f"{what[0]}= and {what[1]}= are required (or a limit string like '10/second')")
+    return first, period
+
+
+class TokenBucket(RateLimiter):
+    """A token bucket: bursts up to ``capacity``, refilled at ``rate`` per ``per`` seconds.
+
+    Implemented as GCRA (one timestamp per key, exact, O(1) memory). The
+    emission interval ``per / rate`` is rounded up to a whole microsecond, so
+    the rate is never exceeded.
+
+    Args:
+        limit: Optional limit string such as ``"10/second"`` instead of
+            ``rate`` and ``per``.
+        rate: Tokens added per period.
+        per: The period, in seconds.
+        capacity: The bucket size, the largest burst; defaults to ``rate``
+            (rounded up).
+    """ + _OPTIONS_DOC
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        limit: str | None = None,
+        /,
+        *,
+        rate: float | None = None,
+        per: float | None = 1.0,
+        capacity: int | None = None,
+        name: str | None = None,
+        store: Store | None = None,
+        clock: Clock | None = None,
+        listeners: Iterable[Listener] | None = None,
+        timeout: float | None = 0.0,
+    ) -> None:
+        rate_, per_ = _split_rate(limit, rate, per, ("rate", "per"))
+        rate_ = _positive_number("rate", rate_)
+        per_us = _duration_us("per", per_)
+        capacity = math.ceil(rate_) if capacity is None else _positive_int("capacity", capacity)
+        interval = max(1, math.ceil(per_us / rate_))
+        algorithm = GcraAlgorithm(interval, capacity, name or "")
+        super().__init__(
+            [algorithm], name=name, store=store, clock=clock, listeners=listeners, timeout=timeout
+        )
+
+
+class LeakyBucket(RateLimiter):
+    """A leaky bucket as a shaper: admissions leave at a constant rate, with no burst.
+
+    A request is admitted only when the previous one has drained (``cost``
+    intervals of ``per / rate`` seconds each). Callers that `acquire` wait in
+    a FIFO queue holding at most ``capacity`` units of cost; beyond it they
+    are rejected at once. `try_acquire` never queues.
+
+    Args:
+        limit: Optional limit string such as ``"10/second"``.
+        rate: Units admitted per period.
+        per: The period, in seconds.
+        capacity: The most cost allowed to wait in the queue (per key); also
+            the largest cost of one request. Defaults to ``rate`` (rounded up).
+    """ + _OPTIONS_DOC
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        limit: str | None = None,
+        /,
+        *,
+        rate: float | None = None,
+        per: float | None = 1.0,
+        capacity: int | None = None,
+        name: str | None = None,
+        store: Store | None = None,
+        clock: Clock | None = None,
+        listeners: Iterable[Listener] | None = None,
+        timeout: float | None = 0.0,
+    ) -> None:
+        rate_, per_ = _split_rate(limit, rate, per, ("rate", "per"))
+        rate_ = _positive_number("rate", rate_)
+        per_us = _duration_us("per", per_)
+        capacity = math.ceil(rate_) if capacity is None else _positive_int("capacity", capacity)
+        interval = max(1, math.ceil(per_us / rate_))
+        algorithm = LeakyAlgorithm(interval, capacity, name or "")
+        super().__init__(
+            [algorithm],
+            name=name,
+            store=store,
+            clock=clock,
+            listeners=listeners,
+            timeout=timeout,
+            max_queued=capacity,
+        )
+
+
+def _window_init(
+    cls: type[Algorithm], limit_spec: str | None, limit: int | None, window: float | None,
+) -> tuple[int, int]:
+    if limit_spec is not None:
+        count, seconds = _split_rate(limit_spec, limit, None, ("limit", "window"))
+        return int(count), _duration_us("window", seconds)
+    if limit is None or window is None:
+        raise TypeError(
+            f"{cls.__name__}: limit= and window= are required (or a limit string like '100/minute')"
+        )
+    return _positive_int("limit", limit), _duration_us("window", window)
+
+
+class _WindowLimiter(RateLimiter):
+    __slots__ = ()
+
+    _algorithm: type[FixedWindowAlgorithm | SlidingWindowAlgorithm | SlidingLogAlgorithm]
+
+    def __init__(
+        self,
+        limit_spec: str | None = None,
+        /,
+        *,
+        limit: int | None = None,
+        window: float | None = None,
+        name: str | None = None,
+        store: Store | None = None,
+        clock: Clock | None = None,
+        listeners: Iterable[Listener] | None = None,
+        timeout: float | None = 0.0,
+    ) -> None:
+        count, window_us = _window_init(self._algorithm, limit_spec, limit, window)
+        algorithm = self._algorithm(count, window_us, name or "")
+        super().__init__(
+            [algorithm], name=name, store=store, clock=clock, listeners=listeners, timeout=timeout
+        )
+
+
+class FixedWindow(_WindowLimiter):
+    """At most ``limit`` units per window of ``window`` seconds.
+
+    Windows are aligned on multiples of ``window`` on the clock, so every
+    key's windows start together. Cheap and predictable, but up to
+    ``2 * limit`` units can pass within ``window`` seconds around a boundary.
+
+    Args:
+        limit_spec: Optional limit string such as ``"100/minute"``.
+        limit: Units admitted per window.
+        window: The window length, in seconds.
+    """ + _OPTIONS_DOC
+
+    __slots__ = ()
+    _algorithm = FixedWindowAlgorithm
+
+
+class SlidingWindow(_WindowLimiter):
+    """The sliding-window counter: ``limit`` units per ``window`` seconds, estimated.
+
+    Keeps this window's and the previous window's counts and weights the
+    previous one by how much of it still overlaps the sliding window. O(1)
+    memory. Exact for evenly spread traffic; in the worst case (the previous
+    window's hits all at its very end) up to ``2 * limit`` units can pass
+    within one sliding window, though never more than ``limit`` in one
+    aligned window.
+
+    Args:
+        limit_spec: Optional limit string such as ``"100/minute"``.
+        limit: Units admitted per window.
+        window: The window length, in seconds.
+    """ + _OPTIONS_DOC
+
+    __slots__ = ()
+    _algorithm = SlidingWindowAlgorithm
+
+
+class SlidingWindowLog(_WindowLimiter):
+    """The exact sliding window: at most ``limit`` units in any ``window`` seconds.
+
+    Keeps a log of admissions (one entry per distinct admission time), so
+    memory per key grows up to ``limit`` entries.
+
+    Args:
+        limit_spec: Optional limit string such as ``"100/minute"``.
+        limit: Units admitted in any window.
+        window: The window length, in seconds.
+    """ + _OPTIONS_DOC
+
+    __slots__ = ()
+    _algorithm = SlidingLogAlgorithm
+
+
+class AllOf(RateLimiter):
+    """Several limits as one: a request is admitted only if every limit admits it.
+
+    A rejected request consumes nothing in any of them. Each part may be a
+    limiter (its algorithm and parameters are used; the state lives in this
+    combinator's store) or a limit string, which becomes a `SlidingWindow`
+    (or ``algorithm``).
+
+    Example:
+        ``AllOf("10/second", "1000/hour")`` or
+        ``AllOf(TokenBucket(rate=10, capacity=20), FixedWindow(limit=1000, window=3600))``.
+
+    Args:
+        *parts: The limiters or limit strings to combine.
+        algorithm: The limiter class used for limit strings.
+    """ + _OPTIONS_DOC
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        *parts: RateLimiter | str,
+        algorithm: type[TokenBucket | LeakyBucket | _WindowLimiter] | None = None,
+        name: str | None = None,
+        store: Store | None = None,
+        clock: Clock | None = None,
+        listeners: Iterable[Listener] | None = None,
+        timeout: float | None = 0.0,
+    ) -> None:
+        if not parts:
+            raise ValueError("AllOf needs at least one limit")
+        factory = SlidingWindow if algorithm is None else algorithm
+        limits: list[Algorithm] = []
+        queued: list[int] = []
+        for part in parts:
+            if isinstance(part, str):
+                part = factory(part)
+            if not isinstance(part, RateLimiter):
+                raise TypeError(f"AllOf takes rate limiters or limit strings, got {part!r}")
+            limits.extend(part._limits)
+            if part._max_queued is not None:
+                queued.append(part._max_queued)
+        super().__init__(
+            limits,
+            name=name,
+            store=store,
+            clock=clock,
+            listeners=listeners,
+            timeout=timeout,
+            max_queued=min(queued) if queued else None,
+        )

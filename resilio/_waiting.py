@@ -1,0 +1,162 @@
+"""FIFO lines of callers waiting for a rate limiter, per key.
+
+Only the caller at the head of a line talks to the store and sleeps (until
+the store's ``retry_after``); everybody behind it waits on its own event and
+is woken when it becomes the head. A waiter that leaves (admitted, timed out
+or cancelled) wakes the next one, so nobody behind a departed waiter is left
+blocked. Threads and tasks (asyncio or trio) may wait in the same line: a
+task is woken through its own event loop when the waker runs elsewhere.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+
+import anyio
+
+__all__ = ["Line", "Lines", "TaskWaiter", "ThreadWaiter", "Waiter"]
+
+
+class Waiter:
+    """One caller in a line: what it asks for and until when it may wait."""
+
+    __slots__ = ("cost", "deadline")
+
+    def __init__(self, cost: int, deadline: float) -> None:
+        self.cost = cost
+        self.deadline = deadline
+
+    def wake(self) -> None:
+        """Make the waiter look at the line again; safe from any thread."""
+        raise NotImplementedError
+
+
+class ThreadWaiter(Waiter):
+    """A waiting thread."""
+
+    __slots__ = ("event",)
+
+    def __init__(self, cost: int, deadline: float) -> None:
+        super().__init__(cost, deadline)
+        self.event = threading.Event()
+
+    def wake(self) -> None:
+        """Set the thread's event."""
+        self.event.set()
+
+
+class TaskWaiter(Waiter):
+    """A waiting task; must be created inside the task's event loop."""
+
+    __slots__ = ("_call_soon", "_thread", "event")
+
+    def __init__(self, cost: int, deadline: float) -> None:
+        super().__init__(cost, deadline)
+        self.event = anyio.Event()
+        self._thread = threading.get_ident()
+        self._call_soon = _loop_scheduler()
+
+    def renew(self) -> None:
+        """Replace a consumed event (anyio events cannot be cleared)."""
+        self.event = anyio.Event()
+
+    def _set(self) -> None:
+        self.event.set()
+
+    def wake(self) -> None:
+        """Set the task's event, through its loop when called from another thread."""
+        if threading.get_ident() == self._thread:
+            self.event.set()
+        else:
+            self._call_soon(self._set)
+
+
+def _loop_scheduler() -> Callable[[Callable[[], None]], object]:
+    """Return a thread-safe 'run soon in the current event loop' function."""
+    import sniffio  # noqa: PLC0415 - only needed by async waiters
+
+    if sniffio.current_async_library() == "trio":
+        import trio  # noqa: PLC0415
+
+        return trio.lowlevel.current_trio_token().run_sync_soon
+    import asyncio  # noqa: PLC0415
+
+    return asyncio.get_running_loop().call_soon_threadsafe
+
+
+class Line:
+    """The waiters of one key, in arrival order, and the sum of their costs."""
+
+    __slots__ = ("cost", "waiters")
+
+    def __init__(self) -> None:
+        self.waiters: deque[Waiter] = deque()
+        self.cost = 0
+
+
+class Lines:
+    """Every key's line for one limiter. A key with nobody waiting has no line."""
+
+    __slots__ = ("_lock", "lines")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.lines: dict[str, Line] = {}
+
+    def queued_cost(self, key: str) -> int:
+        """The total cost waiting on ``key``."""
+        line = self.lines.get(key)
+        return 0 if line is None else line.cost
+
+    def join(self, key: str, waiter: Waiter) -> None:
+        """Put ``waiter`` at the back of ``key``'s line."""
+        with self._lock:
+            line = self.lines.get(key)
+            if line is None:
+                line = self.lines[key] = Line()
+            line.waiters.append(waiter)
+            line.cost += waiter.cost
+
+    def is_head(self, key: str, waiter: Waiter) -> bool:
+        """Whether ``waiter`` is first in ``key``'s line."""
+        line = self.lines.get(key)
+        return line is not None and line.waiters[0] is waiter
+
+    def leave(self, key: str, waiter: Waiter) -> None:
+        """Take ``waiter`` out of ``key``'s line, waking the next head if it changed."""
+        wake = None
+        with self._lock:
+            line = self.lines.get(key)
+            if line is None:
+                return
+            waiters = line.waiters
+            was_head = waiters[0] is waiter
+            if was_head:
+                waiters.popleft()
+            else:
+                try:
+                    waiters.remove(waiter)
+                except ValueError:
+                    return
+            line.cost -= waiter.cost
+            if not waiters:
+                del self.lines[key]
+            elif was_head:
+                wake = waiters[0]
+        if wake is not None:
+            wake.wake()
+
+    def wake_expired(self, key: str, now: float) -> None:
+        """Wake the waiters whose deadline has passed, so they can leave.
+
+        Waiters on a real clock time out on their own; on other clocks (a
+        test's fake clock) time moves only when a head sleeps, so the head
+        calls this after each sleep.
+        """
+        with self._lock:
+            line = self.lines.get(key)
+            expired = [] if line is None else [w for w in line.waiters if w.deadline <= now]
+        for waiter in expired:
+            waiter.wake()

@@ -1,0 +1,242 @@
+"""Where rate limiters keep their state: the `Store` protocol and `MemoryStore`.
+
+A store applies limiter algorithms (from ``resilio._core.limiters``) to keys
+atomically: for one request it evaluates every limit, and consumes the cost
+in all of them or in none. The algorithms are pure; a store only adds storage,
+atomicity and, for remote stores, its own notion of time.
+
+`MemoryStore` is the embedded default: a dict per limit behind one lock, with
+idle keys reclaimed as a side effect of normal traffic (no thread, no task).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from ._core.limiters import US, Algorithm, Decision, Verdict, combine, make_decision
+
+__all__ = ["MemoryStore", "Store"]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """The interface between rate limiters and their state.
+
+    Every method takes the limits to apply (``limits``, one or more algorithm
+    objects, each carrying its own ``name`` that namespaces its state), the
+    user's ``key``, and for decisions the ``cost`` and the caller's time
+    ``now`` in integer microseconds. A store that keeps time itself (the Redis
+    store reads the server's clock) may ignore ``now``; answers are relative
+    durations in any case.
+
+    Decisions over several limits are all or nothing: if any limit rejects,
+    nothing is consumed in any of them.
+
+    A store built on an async client implements only the ``_async`` methods;
+    its sync methods raise ``TypeError`` saying so. A sync store's async
+    methods may simply call the sync ones when they never block for long.
+    """
+
+    def acquire(self, limits: Sequence[Algorithm], key: str, cost: int, now: int) -> Decision:
+        """Consume ``cost`` from ``key`` under every limit if all allow it; never blocks."""
+        ...
+
+    def allow(self, limits: Sequence[Algorithm], key: str, cost: int, now: int) -> bool:
+        """Like `acquire`, answering only whether the request was admitted."""
+        ...
+
+    def peek(self, limits: Sequence[Algorithm], key: str, cost: int, now: int) -> Decision:
+        """Return the decision `acquire` would make now, consuming nothing."""
+        ...
+
+    def reset(self, limits: Sequence[Algorithm], key: str) -> None:
+        """Forget ``key`` under every limit in ``limits``: it is fully available again."""
+        ...
+
+    async def acquire_async(
+        self, limits: Sequence[Algorithm], key: str, cost: int, now: int
+    ) -> Decision:
+        """Async twin of `acquire`."""
+        ...
+
+    async def allow_async(self, limits: Sequence[Algorithm], key: str, cost: int, now: int) -> bool:
+        """Async twin of `allow`."""
+        ...
+
+    async def peek_async(
+        self, limits: Sequence[Algorithm], key: str, cost: int, now: int
+    ) -> Decision:
+        """Async twin of `peek`."""
+        ...
+
+    async def reset_async(self, limits: Sequence[Algorithm], key: str) -> None:
+        """Async twin of `reset`."""
+        ...
+
+
+class MemoryStore:
+    """Limiter state in this process's memory; the default store.
+
+    One lock guards every key, held only for the few microseconds a decision
+    takes, never while anybody sleeps. Keys back at their initial state (a
+    full bucket, an expired window) are reclaimed by a sweep that runs inline
+    once the number of operations since the last sweep reaches the number of
+    keys held (at least ``sweep_every``), so the amortized cost per operation
+    is O(1), memory stays proportional to the keys that are still limited,
+    and no thread or task exists per key or per store. A key that is still
+    limited is never dropped.
+
+    Time never runs backwards inside a store: a decision made with an earlier
+    ``now`` than one already seen (two threads that read the clock in one
+    order and took the lock in the other) is made at the latest time seen.
+    Use one clock per store.
+
+    Args:
+        sweep_every: The least number of operations between two sweeps.
+    """
+
+    __slots__ = ("_lock", "_next_sweep", "_now", "_ops", "_sweep_every", "_tables")
+
+    def __init__(self, *, sweep_every: int = 1024) -> None:
+        if isinstance(sweep_every, bool) or not isinstance(sweep_every, int) or sweep_every < 1:
+            raise ValueError(f"sweep_every must be a positive integer, got {sweep_every!r}")
+        self._lock = threading.Lock()
+        # limit name -> (algorithm, {key: state})
+        self._tables: dict[str, tuple[Algorithm, dict[str, Any]]] = {}
+        self._now = 0
+        self._ops = 0
+        self._sweep_every = sweep_every
+        self._next_sweep = sweep_every
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(keys={len(self)})"
+
+    def __len__(self) -> int:
+        """The number of (limit, key) states held."""
+        with self._lock:
+            return sum(len(table) for _, table in self._tables.values())
+
+    def _table(self, limit: Algorithm) -> dict[str, Any]:
+        entry = self._tables.get(limit.name)
+        if entry is None:
+            entry = self._tables[limit.name] = (limit, {})
+        elif entry[0] is not limit and (
+            entry[0].kind != limit.kind or entry[0].params != limit.params
+        ):
+            raise ValueError(
+                f"two different limits share the name {limit.name!r} in one store: "
+                "give each limiter its own name="
+            )
+        return entry[1]
+
+    def _decide(self, limits: Sequence[Algorithm], key: str, cost: int, now: int, commit: bool) -> Decision:
+        # Called with the lock held.
+        if now < self._now:
+            now = self._now
+        else:
+            self._now = now
+        self._ops += 1
+        if self._ops >= self._next_sweep:
+            self._sweep_locked(now)
+        if len(limits) == 1:
+            limit = limits[0]
+            table = self._table(limit)
+            state = table.get(key)
+            allowed, remaining, retry_us, reset_us = limit.evaluate(state, now, cost)
+            if allowed and commit:
+                table[key] = limit.commit(state, now, cost)
+            return make_decision(allowed, remaining, retry_us / US, reset_us / US, limit.capacity)
+        tables = [self._table(limit) for limit in limits]
+        states = [table.get(key) for table in tables]
+        verdicts: list[Verdict] = [
+            limit.evaluate(state, now, cost) for limit, state in zip(limits, states)
+        ]
+        decision = combine(verdicts, [limit.capacity for limit in limits])
+        if decision[0] and commit:
+            for limit, table, state in zip(limits, tables, states):
+                table[key] = limit.commit(state, now, cost)
+        return decision
+
+    def acquire(self, limits: Sequence[Algorithm], key: str, cost: int, now: int) -> Decision:
+        """See `Store.acquire`."""
+        with self._lock:
+            return self._decide(limits, key, cost, now, True)
+
+    def allow(self, limits: Sequence[Algorithm], key: str, cost: int, now: int) -> bool:
+        """See `Store.allow`."""
+        with self._lock:
+            if len(limits) != 1:
+                return self._decide(limits, key, cost, now, True)[0]  # type: ignore[no-any-return]
+            if now < self._now:
+                now = self._now
+            else:
+                self._now = now
+            self._ops += 1
+            if self._ops >= self._next_sweep:
+                self._sweep_locked(now)
+            limit = limits[0]
+            entry = self._tables.get(limit.name)
+            table = entry[1] if entry is not None and entry[0] is limit else self._table(limit)
+            state = table.get(key)
+            if limit.evaluate(state, now, cost)[0]:
+                table[key] = limit.commit(state, now, cost)
+                return True
+            return False
+
+    def peek(self, limits: Sequence[Algorithm], key: str, cost: int, now: int) -> Decision:
+        """See `Store.peek`."""
+        with self._lock:
+            return self._decide(limits, key, cost, now, False)
+
+    def reset(self, limits: Sequence[Algorithm], key: str) -> None:
+        """See `Store.reset`."""
+        with self._lock:
+            for limit in limits:
+                self._table(limit).pop(key, None)
+
+    async def acquire_async(
+        self, limits: Sequence[Algorithm], key: str, cost: int, now: int
+    ) -> Decision:
+        """See `Store.acquire_async`; the lock is held for microseconds, so no await."""
+        return self.acquire(limits, key, cost, now)
+
+    async def allow_async(self, limits: Sequence[Algorithm], key: str, cost: int, now: int) -> bool:
+        """See `Store.allow_async`."""
+        return self.allow(limits, key, cost, now)
+
+    async def peek_async(
+        self, limits: Sequence[Algorithm], key: str, cost: int, now: int
+    ) -> Decision:
+        """See `Store.peek_async`."""
+        return self.peek(limits, key, cost, now)
+
+    async def reset_async(self, limits: Sequence[Algorithm], key: str) -> None:
+        """See `Store.reset_async`."""
+        self.reset(limits, key)
+
+    def sweep(self, now: int | None = None) -> int:
+        """Drop every key back at its initial state; return how many were dropped.
+
+        Args:
+            now: The time in integer microseconds; defaults to the latest time
+                this store has seen.
+        """
+        with self._lock:
+            if now is not None and now > self._now:
+                self._now = now
+            return self._sweep_locked(self._now)
+
+    def _sweep_locked(self, now: int) -> int:
+        dropped = 0
+        held = 0
+        for limit, table in self._tables.values():
+            idle = limit.idle
+            dead = [key for key, state in table.items() if idle(state, now)]
+            for key in dead:
+                del table[key]
+            dropped += len(dead)
+            held += len(table)
+        self._next_sweep = self._ops + max(self._sweep_every, held)
+        return dropped
