@@ -54,6 +54,7 @@ KeyArg = str | Callable[..., str]
 CostArg = int | Callable[..., int]
 
 _monotonic_ns = time.monotonic_ns
+_NUMBERS = (int, float)
 
 
 def _positive_number(name: str, value: object) -> float:
@@ -314,6 +315,8 @@ class RateLimiter(Strategy):
         """
         if cost.__class__ is not int or not 0 < cost <= self._max_cost:
             self._bad_cost(cost)
+        if timeout is not None and (timeout.__class__ not in _NUMBERS or timeout < 0):
+            _check_timeout(timeout)
         clock = self._clock or runtime.clock
         store, limits, lines = self._store, self._limits, self._lines
         if key not in lines.lines:
@@ -360,6 +363,8 @@ class RateLimiter(Strategy):
         """Async twin of `acquire`; cancelling the task while it waits consumes nothing."""
         if cost.__class__ is not int or not 0 < cost <= self._max_cost:
             self._bad_cost(cost)
+        if timeout is not None and (timeout.__class__ not in _NUMBERS or timeout < 0):
+            _check_timeout(timeout)
         clock = self._clock or runtime.clock
         store, limits, lines = self._store, self._limits, self._lines
         if key not in lines.lines:

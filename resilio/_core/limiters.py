@@ -16,7 +16,6 @@ the state to store.
 
 from __future__ import annotations
 
-import math
 import re
 from collections import deque
 from collections.abc import Sequence
@@ -468,19 +467,17 @@ def combine(verdicts: Sequence[Verdict], limits: Sequence[int]) -> Decision:
     while nothing is consumed, so all parts fit at the latest of their
     times); ``remaining`` and ``limit`` come from the tightest part.
     """
-    allowed = True
-    remaining = math.inf
-    limit = 0
-    retry = reset = 0
-    for (ok, left, retry_us, reset_us), cap in zip(verdicts, limits):
-        allowed = allowed and ok
-        if left < remaining:
-            remaining, limit = left, cap
-        retry = max(retry, retry_us)
-        reset = max(reset, reset_us)
-    return make_decision(
-        allowed, int(remaining), retry / US if not allowed else 0.0, reset / US, limit
-    )
+    allowed = all(verdict[0] for verdict in verdicts)
+    remaining = min(verdict[1] for verdict in verdicts)
+    retry = max(verdict[2] for verdict in verdicts) if not allowed else 0
+    reset = max(verdict[3] for verdict in verdicts)
+    # The limit reported is the binding one: the latest to fit when rejected,
+    # the one with the least room left when allowed.
+    if allowed:
+        binding = min(range(len(verdicts)), key=lambda i: verdicts[i][1])
+    else:
+        binding = max(range(len(verdicts)), key=lambda i: verdicts[i][2])
+    return make_decision(allowed, remaining, retry / US, reset / US, limits[binding])
 
 
 _UNITS: Final = {

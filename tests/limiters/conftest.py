@@ -1,0 +1,88 @@
+"""Fixtures for the limiter conformance suite: every test runs per store and per API flavour.
+
+A test asks for ``api`` (sync or async calls, behind one async interface) and
+``make`` (a limiter factory bound to the parametrized store and a fake
+clock). The Redis store adds itself by extending ``STORES``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from resilio._limiter import RateLimiter
+from resilio.stores import MemoryStore, Store
+from resilio.testing import FakeClock
+
+# name -> factory of a fresh, empty store. Other stores register here.
+STORES: dict[str, Callable[[], Store]] = {"memory": MemoryStore}
+
+
+@pytest.fixture(params=sorted(STORES))
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """A fresh store of each registered kind."""
+    yield STORES[request.param]()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake clock passed to limiters with clock= (not installed globally)."""
+    return FakeClock(start=1_000.0)
+
+
+class Api:
+    """Call a limiter through its sync or its async methods, always awaited."""
+
+    def __init__(self, flavour: str) -> None:
+        self.flavour = flavour
+
+    def __repr__(self) -> str:
+        return self.flavour
+
+    async def try_acquire(self, limiter: RateLimiter, key: str = "", cost: int = 1) -> Any:
+        if self.flavour == "sync":
+            return limiter.try_acquire(key, cost)
+        return await limiter.try_acquire_async(key, cost)
+
+    async def allow(self, limiter: RateLimiter, key: str = "", cost: int = 1) -> bool:
+        if self.flavour == "sync":
+            return limiter.allow(key, cost)
+        return await limiter.allow_async(key, cost)
+
+    async def acquire(
+        self, limiter: RateLimiter, key: str = "", cost: int = 1, timeout: float | None = None
+    ) -> Any:
+        if self.flavour == "sync":
+            return limiter.acquire(key, cost, timeout)
+        return await limiter.acquire_async(key, cost, timeout)
+
+    async def peek(self, limiter: RateLimiter, key: str = "", cost: int = 1) -> Any:
+        if self.flavour == "sync":
+            return limiter.peek(key, cost)
+        return await limiter.peek_async(key, cost)
+
+    async def reset(self, limiter: RateLimiter, key: str = "") -> None:
+        if self.flavour == "sync":
+            limiter.reset(key)
+        else:
+            await limiter.reset_async(key)
+
+
+@pytest.fixture(params=["sync", "async"])
+def api(request: pytest.FixtureRequest) -> Api:
+    """The sync or the async flavour of the limiter API."""
+    return Api(request.param)
+
+
+@pytest.fixture
+def make(store: Store, clock: FakeClock) -> Callable[..., Any]:
+    """Build a limiter on the parametrized store and the fake clock."""
+
+    def factory(cls: type[RateLimiter], *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("store", store)
+        kwargs.setdefault("clock", clock)
+        return cls(*args, **kwargs)
+
+    return factory

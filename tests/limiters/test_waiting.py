@@ -1,0 +1,270 @@
+"""FIFO waiting: order, no barging, timeouts, cancellation, threads and tasks together."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from resilio._errors import RateLimitExceeded
+from resilio._limiter import LeakyBucket, RateLimiter, TokenBucket
+from resilio.stores import Store
+from resilio.testing import FakeClock
+
+pytestmark = pytest.mark.anyio
+
+Make = Callable[..., Any]
+
+
+class ManualClock:
+    """A clock whose sleepers block until the test advances time past their wake-up."""
+
+    def __init__(self) -> None:
+        self._now = 0.0
+        self._cond = threading.Condition()
+        self.sleepers = 0
+
+    def now(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._cond:
+            self._now += seconds
+            self._cond.notify_all()
+
+    def sleep(self, seconds: float) -> None:
+        with self._cond:
+            target = self._now + seconds
+            self.sleepers += 1
+            self._cond.wait_for(lambda: self._now >= target)
+            self.sleepers -= 1
+
+    async def sleep_async(self, seconds: float) -> None:
+        target = self._now + seconds
+        self.sleepers += 1
+        try:
+            while self._now < target:
+                await anyio.sleep(0.001)
+        finally:
+            self.sleepers -= 1
+
+
+def queued(limiter: RateLimiter, key: str = "k") -> int:
+    line = limiter._lines.lines.get(key)
+    return 0 if line is None else len(line.waiters)
+
+
+async def wait_until(predicate: Callable[[], bool]) -> None:
+    with anyio.fail_after(5):
+        while not predicate():
+            await anyio.sleep(0.001)
+
+
+async def test_async_waiters_are_admitted_in_arrival_order(store: Store) -> None:
+    clock = FakeClock(start=50.0)
+    limiter = TokenBucket(rate=10, per=1.0, capacity=1, store=store, clock=clock)
+    order: list[tuple[int, float]] = []
+
+    async def worker(i: int) -> None:
+        await limiter.acquire_async("k", 1, None)
+        order.append((i, clock.now()))
+
+    async with anyio.create_task_group() as tg:
+        for i in range(20):
+            tg.start_soon(worker, i)
+            # Let the task reach its place in line before the next one starts.
+            for _ in range(3):
+                await anyio.lowlevel.checkpoint()
+    assert [i for i, _ in order] == list(range(20))
+    times = [t for _, t in order]
+    assert all(b - a == pytest.approx(0.1) for a, b in zip(times, times[1:]))
+
+
+def test_threads_are_admitted_in_arrival_order(store: Store) -> None:
+    clock = ManualClock()
+    limiter = TokenBucket(rate=10, per=1.0, capacity=1, store=store, clock=clock)
+    assert limiter.try_acquire("k").allowed
+    order: list[int] = []
+
+    def worker(i: int) -> None:
+        limiter.acquire("k", 1, None)
+        order.append(i)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for i, thread in enumerate(threads):
+        thread.start()
+        deadline = time.monotonic() + 5
+        while queued(limiter) < i + 1 and time.monotonic() < deadline:
+            time.sleep(0.001)
+    assert queued(limiter) == 8
+    for _ in range(8):
+        deadline = time.monotonic() + 5
+        while clock.sleepers == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        clock.advance(0.1)
+        time.sleep(0.005)
+    for thread in threads:
+        thread.join(5)
+    assert order == list(range(8))
+
+
+async def test_newcomers_do_not_barge_past_waiters(store: Store) -> None:
+    clock = ManualClock()
+    limiter = TokenBucket(rate=10, per=1.0, capacity=5, store=store, clock=clock)
+    assert limiter.try_acquire("k", 5).allowed
+    clock.advance(0.2)  # two tokens back: enough for a small request, not for 5
+    results: list[str] = []
+
+    async def big() -> None:
+        await limiter.acquire_async("k", 5, None)
+        results.append("big")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(big)
+        await wait_until(lambda: clock.sleepers == 1)
+        with pytest.raises(RateLimitExceeded):
+            await limiter.acquire_async("k", 1, 0)
+        assert limiter.peek("k", 1).allowed  # try_acquire would have admitted it
+        clock.advance(0.3)
+    assert results == ["big"]
+
+
+async def test_cancelled_waiters_consume_nothing_and_wake_the_next(store: Store) -> None:
+    clock = ManualClock()
+    limiter = TokenBucket(rate=10, per=1.0, capacity=1, store=store, clock=clock)
+    assert limiter.try_acquire("k").allowed
+    admitted: list[str] = []
+
+    async def waiter(name: str) -> None:
+        await limiter.acquire_async("k", 1, None)
+        admitted.append(name)
+
+    async with anyio.create_task_group() as outer:
+        async with anyio.create_task_group() as head_group:
+            head_group.start_soon(waiter, "head")
+            await wait_until(lambda: clock.sleepers == 1)
+            async with anyio.create_task_group() as middle_group:
+                middle_group.start_soon(waiter, "middle")
+                await wait_until(lambda: queued(limiter) == 2)
+                outer.start_soon(waiter, "last")
+                await wait_until(lambda: queued(limiter) == 3)
+                middle_group.cancel_scope.cancel()
+            assert queued(limiter) == 2
+            head_group.cancel_scope.cancel()
+        # The last waiter is now the head, sleeping for the token nobody took.
+        await wait_until(lambda: clock.sleepers == 1)
+        before = limiter.peek("k")
+        assert not before.allowed
+        clock.advance(0.1)
+    assert admitted == ["last"]
+    assert queued(limiter) == 0
+
+
+async def test_a_timed_out_waiter_does_not_block_those_behind(store: Store) -> None:
+    clock = ManualClock()
+    limiter = TokenBucket(rate=10, per=1.0, capacity=5, store=store, clock=clock)
+    assert limiter.try_acquire("k", 5).allowed
+    outcomes: dict[str, Any] = {}
+
+    async def waiter(name: str, cost: int, timeout: float | None) -> None:
+        try:
+            await limiter.acquire_async("k", cost, timeout)
+            outcomes[name] = clock.now()
+        except RateLimitExceeded as exc:
+            outcomes[name] = exc
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter, "head", 5, None)
+        await wait_until(lambda: clock.sleepers == 1)
+        tg.start_soon(waiter, "impatient", 1, 0.2)
+        await wait_until(lambda: queued(limiter) == 2)
+        tg.start_soon(waiter, "patient", 1, None)
+        await wait_until(lambda: queued(limiter) == 3)
+        clock.advance(0.5)
+        await wait_until(lambda: "head" in outcomes and clock.sleepers == 1)
+        clock.advance(0.1)
+    assert outcomes["head"] == pytest.approx(0.5)
+    assert isinstance(outcomes["impatient"], RateLimitExceeded)
+    # The impatient waiter took nothing: the patient one got the next token.
+    assert outcomes["patient"] == pytest.approx(0.6)
+    assert queued(limiter) == 0
+
+
+def test_thread_and_task_share_one_line(store: Store) -> None:
+    limiter = TokenBucket(rate=50, per=1.0, capacity=1, store=store)
+    assert limiter.try_acquire("k").allowed
+    order: list[str] = []
+
+    def thread_waiter() -> None:
+        limiter.acquire("k", 1, 5.0)
+        order.append("thread")
+
+    thread = threading.Thread(target=thread_waiter)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while queued(limiter) < 1 and time.monotonic() < deadline:
+        time.sleep(0.0005)
+
+    async def main() -> None:
+        await limiter.acquire_async("k", 1, 5.0)
+        order.append("task")
+
+    anyio.run(main)
+    thread.join(5)
+    assert order == ["thread", "task"]
+
+
+async def test_leaky_bucket_queue_is_bounded(store: Store) -> None:
+    clock = ManualClock()
+    limiter = LeakyBucket(rate=10, per=1.0, capacity=2, store=store, clock=clock)
+    assert limiter.try_acquire("k").allowed
+    admitted: list[int] = []
+
+    async def waiter(i: int) -> None:
+        await limiter.acquire_async("k", 1, None)
+        admitted.append(i)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter, 1)
+        await wait_until(lambda: queued(limiter) == 1)
+        tg.start_soon(waiter, 2)
+        await wait_until(lambda: queued(limiter) == 2)
+        with pytest.raises(RateLimitExceeded):
+            await limiter.acquire_async("k", 1, None)
+        for done in range(2):
+            await wait_until(lambda: len(admitted) == done and clock.sleepers == 1)  # noqa: B023
+            clock.advance(0.1)
+    assert admitted == [1, 2]
+
+
+def test_waits_disabled_admit_without_sleeping(store: Store) -> None:
+    from resilio.testing import disable_waits
+
+    clock = FakeClock()
+    limiter = TokenBucket(rate=1, capacity=1, store=store, clock=clock)
+    limiter.try_acquire("k")
+    with disable_waits():
+        assert limiter.acquire("k", 1, 10.0).allowed
+        with pytest.raises(RateLimitExceeded):
+            limiter.acquire("k", 1, 0.5)
+    assert clock.sleeps == []
+
+
+def test_enclosing_timeout_bounds_the_wait(fake_clock: FakeClock, store: Store) -> None:
+    import resilio
+
+    limiter = TokenBucket(rate=1, capacity=1, store=store)
+    limiter.try_acquire("k")
+
+    @resilio.timeout(0.5)
+    def call() -> None:
+        limiter.acquire("k", 1, None)
+
+    with pytest.raises(RateLimitExceeded):
+        call()
+    assert fake_clock.sleeps == []
