@@ -76,6 +76,11 @@ class Store(Protocol):
         ...
 
 
+def _as_is(limit: Algorithm, state: Any, now: int) -> Verdict:
+    remaining, reset = limit.rest(state, now)
+    return True, remaining, 0, reset
+
+
 class MemoryStore:
     """Limiter state in this process's memory; the default store.
 
@@ -153,6 +158,12 @@ class MemoryStore:
         verdicts: list[Verdict] = [
             limit.evaluate(state, now, cost) for limit, state in zip(limits, states)
         ]
+        if not all(verdict[0] for verdict in verdicts):
+            # Parts that would admit consume nothing after all: report them as they are.
+            verdicts = [
+                _as_is(limit, state, now) if verdict[0] else verdict
+                for limit, state, verdict in zip(limits, states, verdicts)
+            ]
         decision = combine(verdicts, [limit.capacity for limit in limits])
         if decision[0] and commit:
             for limit, table, state in zip(limits, tables, states):

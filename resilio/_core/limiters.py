@@ -171,6 +171,10 @@ class Algorithm:
         """Consume ``cost`` at ``now`` (µs); return the state to store."""
         raise NotImplementedError
 
+    def rest(self, state: Any, now: int) -> tuple[int, int]:
+        """(remaining units, µs until initial) of ``state`` as it is, with no request."""
+        raise NotImplementedError
+
     def idle(self, state: Any, now: int) -> bool:
         """Whether ``state`` is back to the initial state at ``now`` and may be dropped."""
         raise NotImplementedError
@@ -224,6 +228,11 @@ class GcraAlgorithm(Algorithm):
         tat = now if state is None or state < now else state
         return tat + cost * self.interval
 
+    def rest(self, state: int | None, now: int) -> tuple[int, int]:
+        """See `Algorithm.rest`."""
+        tat = now if state is None or state < now else state
+        return (now + self.tolerance - tat) // self.interval, tat - now
+
     def idle(self, state: int, now: int) -> bool:
         """See `Algorithm.idle`."""
         return state <= now
@@ -262,6 +271,10 @@ class LeakyAlgorithm(Algorithm):
     def commit(self, state: int | None, now: int, cost: int) -> int:
         """See `Algorithm.commit`."""
         return now + cost * self.interval
+
+    def rest(self, state: int | None, now: int) -> tuple[int, int]:
+        """See `Algorithm.rest`."""
+        return 0, 0 if state is None or state <= now else state - now
 
     def idle(self, state: int, now: int) -> bool:
         """See `Algorithm.idle`."""
@@ -303,6 +316,12 @@ class FixedWindowAlgorithm(Algorithm):
         if state is not None and state[0] >= index:
             return (state[0], state[1] + cost)
         return (index, cost)
+
+    def rest(self, state: tuple[int, int] | None, now: int) -> tuple[int, int]:
+        """See `Algorithm.rest`."""
+        index = now // self.window
+        used = state[1] if state is not None and state[0] >= index else 0
+        return self.capacity - used, (index + 1) * self.window - now if used else 0
 
     def idle(self, state: tuple[int, int], now: int) -> bool:
         """See `Algorithm.idle`."""
@@ -375,6 +394,17 @@ class SlidingWindowAlgorithm(Algorithm):
         index = now // self.window
         current, previous = self._counts(state, index)
         return (max(index, state[0]) if state else index, current + cost, previous)
+
+    def rest(self, state: tuple[int, int, int] | None, now: int) -> tuple[int, int]:
+        """See `Algorithm.rest`."""
+        window, limit = self.window, self.capacity
+        index = now // window
+        elapsed = now - index * window
+        current, previous = self._counts(state, index)
+        remaining = max(0, (limit * window - previous * (window - elapsed) - current * window) // window)
+        if current:
+            return remaining, 2 * window - elapsed
+        return remaining, window - elapsed if previous else 0
 
     def idle(self, state: tuple[int, int, int], now: int) -> bool:
         """See `Algorithm.idle`."""
@@ -453,6 +483,15 @@ class SlidingLogAlgorithm(Algorithm):
             entries.append((now, cost))
         log.total += cost
         return log
+
+    def rest(self, state: SlidingLog | None, now: int) -> tuple[int, int]:
+        """See `Algorithm.rest`."""
+        if state is None:
+            return self.capacity, 0
+        self._prune(state, now)
+        if not state.entries:
+            return self.capacity, 0
+        return self.capacity - state.total, state.entries[-1][0] + self.window - now
 
     def idle(self, state: SlidingLog, now: int) -> bool:
         """See `Algorithm.idle`."""
