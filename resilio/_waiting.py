@@ -22,11 +22,14 @@ __all__ = ["Line", "Lines", "TaskWaiter", "ThreadWaiter", "Waiter"]
 class Waiter:
     """One caller in a line: what it asks for and until when it may wait."""
 
-    __slots__ = ("cost", "deadline")
+    __slots__ = ("cost", "deadline", "gone")
 
     def __init__(self, cost: int, deadline: float) -> None:
         self.cost = cost
         self.deadline = deadline
+        # Set when the waiter left from the middle of its line; skipped later,
+        # so leaving costs O(1) however long the line is.
+        self.gone = False
 
     def wake(self) -> None:
         """Make the waiter look at the line again; safe from any thread."""
@@ -87,13 +90,18 @@ def _loop_scheduler() -> Callable[[Callable[[], None]], object]:
 
 
 class Line:
-    """The waiters of one key, in arrival order, and the sum of their costs."""
+    """The waiters of one key, in arrival order, with their number and total cost.
 
-    __slots__ = ("cost", "waiters")
+    ``waiters`` may hold departed waiters (``gone``) behind the head; the head
+    itself is always present.
+    """
+
+    __slots__ = ("cost", "live", "waiters")
 
     def __init__(self) -> None:
         self.waiters: deque[Waiter] = deque()
         self.cost = 0
+        self.live = 0
 
 
 class Lines:
@@ -118,6 +126,7 @@ class Lines:
                 line = self.lines[key] = Line()
             line.waiters.append(waiter)
             line.cost += waiter.cost
+            line.live += 1
 
     def is_head(self, key: str, waiter: Waiter) -> bool:
         """Whether ``waiter`` is first in ``key``'s line."""
@@ -129,24 +138,22 @@ class Lines:
         wake = None
         with self._lock:
             line = self.lines.get(key)
-            if line is None:
+            if line is None or waiter.gone:
+                return
+            line.cost -= waiter.cost
+            line.live -= 1
+            if line.live == 0:
+                del self.lines[key]
                 return
             waiters = line.waiters
-            was_head = waiters[0] is waiter
-            if was_head:
+            if waiters[0] is not waiter:
+                waiter.gone = True
+                return
+            waiters.popleft()
+            while waiters[0].gone:
                 waiters.popleft()
-            else:
-                try:
-                    waiters.remove(waiter)
-                except ValueError:
-                    return
-            line.cost -= waiter.cost
-            if not waiters:
-                del self.lines[key]
-            elif was_head:
-                wake = waiters[0]
-        if wake is not None:
-            wake.wake()
+            wake = waiters[0]
+        wake.wake()
 
     def wake_expired(self, key: str, now: float) -> None:
         """Wake the waiters whose deadline has passed, so they can leave.
@@ -157,6 +164,8 @@ class Lines:
         """
         with self._lock:
             line = self.lines.get(key)
-            expired = [] if line is None else [w for w in line.waiters if w.deadline <= now]
+            expired = (
+                [] if line is None else [w for w in line.waiters if not w.gone and w.deadline <= now]
+            )
         for waiter in expired:
             waiter.wake()

@@ -56,7 +56,7 @@ class ManualClock:
 
 def queued(limiter: RateLimiter, key: str = "k") -> int:
     line = limiter._lines.lines.get(key)
-    return 0 if line is None else len(line.waiters)
+    return 0 if line is None else line.live
 
 
 async def wait_until(predicate: Callable[[], bool]) -> None:
