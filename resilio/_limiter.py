@@ -33,7 +33,7 @@ from ._core.limiters import (
 from ._errors import RateLimitExceeded
 from ._events import Event, EventKind, Listener, emit, validate_listeners
 from ._strategy import Strategy
-from ._waiting import Lines, TaskWaiter, ThreadWaiter, Waiter
+from ._waiting import Lines, TaskWaiter, ThreadWaiter
 from .stores import MemoryStore, Store
 
 __all__ = [
@@ -358,7 +358,10 @@ class RateLimiter(Strategy):
             lines.leave(key, waiter)
 
     async def acquire_async(
-        self, key: str = "", cost: int = 1, timeout: float | None = None
+        self,
+        key: str = "",
+        cost: int = 1,
+        timeout: float | None = None,  # noqa: ASYNC109 - bounds the wait for admission
     ) -> Decision:
         """Async twin of `acquire`; cancelling the task while it waits consumes nothing."""
         if cost.__class__ is not int or not 0 < cost <= self._max_cost:
@@ -460,9 +463,7 @@ class LimitedCall(Strategy):
     ) -> None:
         if not (isinstance(key, str) or callable(key)):
             raise TypeError(f"key must be a string or a function returning one, got {key!r}")
-        if not callable(cost) and (
-            cost.__class__ is not int or not 0 < cost <= limiter.max_cost
-        ):
+        if not callable(cost) and (cost.__class__ is not int or not 0 < cost <= limiter.max_cost):
             limiter._bad_cost(cost)
         _check_timeout(timeout)
         self._limiter = limiter
@@ -536,18 +537,23 @@ def _split_rate(
 ) -> tuple[float, float]:
     if spec is not None:
         if not isinstance(spec, str):
-            raise TypeError(f"the positional argument is a limit string like '10/second', got {spec!r}")
+            raise TypeError(
+                f"the positional argument is a limit string like '10/second', got {spec!r}"
+            )
         if first is not None:
             raise TypeError(f"give either a limit string or {what[0]}=, not both")
         count, seconds = parse_limit(spec)
         return float(count), seconds
     if first is None or period is None:
-        raise TypeError(f"{what[0]}= and {what[1]}= are required (or a limit string like '10/second')")
+        raise TypeError(
+            f"{what[0]}= and {what[1]}= are required (or a limit string like '10/second')"
+        )
     return first, period
 
 
 class TokenBucket(RateLimiter):
-    """A token bucket: bursts up to ``capacity``, refilled at ``rate`` per ``per`` seconds.
+    (
+        """A token bucket: bursts up to ``capacity``, refilled at ``rate`` per ``per`` seconds.
 
     Implemented as GCRA (one timestamp per key, exact, O(1) memory). The
     emission interval ``per / rate`` is rounded up to a whole microsecond, so
@@ -560,7 +566,9 @@ class TokenBucket(RateLimiter):
         per: The period, in seconds.
         capacity: The bucket size, the largest burst; defaults to ``rate``
             (rounded up).
-    """ + _OPTIONS_DOC
+    """
+        + _OPTIONS_DOC
+    )
 
     __slots__ = ()
 
@@ -590,7 +598,8 @@ class TokenBucket(RateLimiter):
 
 
 class LeakyBucket(RateLimiter):
-    """A leaky bucket as a shaper: admissions leave at a constant rate, with no burst.
+    (
+        """A leaky bucket as a shaper: admissions leave at a constant rate, with no burst.
 
     A request is admitted only when the previous one has drained (``cost``
     intervals of ``per / rate`` seconds each). Callers that `acquire` wait in
@@ -603,7 +612,9 @@ class LeakyBucket(RateLimiter):
         per: The period, in seconds.
         capacity: The most cost allowed to wait in the queue (per key); also
             the largest cost of one request. Defaults to ``rate`` (rounded up).
-    """ + _OPTIONS_DOC
+    """
+        + _OPTIONS_DOC
+    )
 
     __slots__ = ()
 
@@ -639,7 +650,10 @@ class LeakyBucket(RateLimiter):
 
 
 def _window_init(
-    cls: type[Algorithm], limit_spec: str | None, limit: int | None, window: float | None,
+    cls: type[Algorithm],
+    limit_spec: str | None,
+    limit: int | None,
+    window: float | None,
 ) -> tuple[int, int]:
     if limit_spec is not None:
         count, seconds = _split_rate(limit_spec, limit, None, ("limit", "window"))
@@ -677,7 +691,8 @@ class _WindowLimiter(RateLimiter):
 
 
 class FixedWindow(_WindowLimiter):
-    """At most ``limit`` units per window of ``window`` seconds.
+    (
+        """At most ``limit`` units per window of ``window`` seconds.
 
     Windows are aligned on multiples of ``window`` on the clock, so every
     key's windows start together. Cheap and predictable, but up to
@@ -687,14 +702,17 @@ class FixedWindow(_WindowLimiter):
         limit_spec: Optional limit string such as ``"100/minute"``.
         limit: Units admitted per window.
         window: The window length, in seconds.
-    """ + _OPTIONS_DOC
+    """
+        + _OPTIONS_DOC
+    )
 
     __slots__ = ()
     _algorithm = FixedWindowAlgorithm
 
 
 class SlidingWindow(_WindowLimiter):
-    """The sliding-window counter: ``limit`` units per ``window`` seconds, estimated.
+    (
+        """The sliding-window counter: ``limit`` units per ``window`` seconds, estimated.
 
     Keeps this window's and the previous window's counts and weights the
     previous one by how much of it still overlaps the sliding window. O(1)
@@ -707,14 +725,17 @@ class SlidingWindow(_WindowLimiter):
         limit_spec: Optional limit string such as ``"100/minute"``.
         limit: Units admitted per window.
         window: The window length, in seconds.
-    """ + _OPTIONS_DOC
+    """
+        + _OPTIONS_DOC
+    )
 
     __slots__ = ()
     _algorithm = SlidingWindowAlgorithm
 
 
 class SlidingWindowLog(_WindowLimiter):
-    """The exact sliding window: at most ``limit`` units in any ``window`` seconds.
+    (
+        """The exact sliding window: at most ``limit`` units in any ``window`` seconds.
 
     Keeps a log of admissions (one entry per distinct admission time), so
     memory per key grows up to ``limit`` entries.
@@ -723,14 +744,17 @@ class SlidingWindowLog(_WindowLimiter):
         limit_spec: Optional limit string such as ``"100/minute"``.
         limit: Units admitted in any window.
         window: The window length, in seconds.
-    """ + _OPTIONS_DOC
+    """
+        + _OPTIONS_DOC
+    )
 
     __slots__ = ()
     _algorithm = SlidingLogAlgorithm
 
 
 class AllOf(RateLimiter):
-    """Several limits as one: a request is admitted only if every limit admits it.
+    (
+        """Several limits as one: a request is admitted only if every limit admits it.
 
     A rejected request consumes nothing in any of them. Each part may be a
     limiter (its algorithm and parameters are used; the state lives in this
@@ -744,7 +768,9 @@ class AllOf(RateLimiter):
     Args:
         *parts: The limiters or limit strings to combine.
         algorithm: The limiter class used for limit strings.
-    """ + _OPTIONS_DOC
+    """
+        + _OPTIONS_DOC
+    )
 
     __slots__ = ()
 

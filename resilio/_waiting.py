@@ -78,13 +78,13 @@ class TaskWaiter(Waiter):
 
 def _loop_scheduler() -> Callable[[Callable[[], None]], object]:
     """Return a thread-safe 'run soon in the current event loop' function."""
-    import sniffio  # noqa: PLC0415 - only needed by async waiters
+    import sniffio
 
     if sniffio.current_async_library() == "trio":
-        import trio  # noqa: PLC0415
+        import trio
 
         return trio.lowlevel.current_trio_token().run_sync_soon
-    import asyncio  # noqa: PLC0415
+    import asyncio
 
     return asyncio.get_running_loop().call_soon_threadsafe
 
@@ -165,7 +165,9 @@ class Lines:
         with self._lock:
             line = self.lines.get(key)
             expired = (
-                [] if line is None else [w for w in line.waiters if not w.gone and w.deadline <= now]
+                []
+                if line is None
+                else [w for w in line.waiters if not w.gone and w.deadline <= now]
             )
         for waiter in expired:
             waiter.wake()

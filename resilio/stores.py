@@ -136,7 +136,9 @@ class MemoryStore:
             )
         return entry[1]
 
-    def _decide(self, limits: Sequence[Algorithm], key: str, cost: int, now: int, commit: bool) -> Decision:
+    def _decide(
+        self, limits: Sequence[Algorithm], key: str, cost: int, now: int, commit: bool
+    ) -> Decision:
         # Called with the lock held.
         if now < self._now:
             now = self._now
@@ -156,17 +158,17 @@ class MemoryStore:
         tables = [self._table(limit) for limit in limits]
         states = [table.get(key) for table in tables]
         verdicts: list[Verdict] = [
-            limit.evaluate(state, now, cost) for limit, state in zip(limits, states)
+            limit.evaluate(state, now, cost) for limit, state in zip(limits, states, strict=True)
         ]
         if not all(verdict[0] for verdict in verdicts):
             # Parts that would admit consume nothing after all: report them as they are.
             verdicts = [
                 _as_is(limit, state, now) if verdict[0] else verdict
-                for limit, state, verdict in zip(limits, states, verdicts)
+                for limit, state, verdict in zip(limits, states, verdicts, strict=True)
             ]
         decision = combine(verdicts, [limit.capacity for limit in limits])
         if decision[0] and commit:
-            for limit, table, state in zip(limits, tables, states):
+            for limit, table, state in zip(limits, tables, states, strict=True):
                 table[key] = limit.commit(state, now, cost)
         return decision
 

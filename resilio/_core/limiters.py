@@ -119,7 +119,7 @@ def make_decision(
     allowed: bool, remaining: int, retry_after: float, reset_after: float, limit: int
 ) -> Decision:
     """Build a `Decision` without the cost of a Python-level ``__new__``."""
-    return _new_tuple(Decision, (allowed, remaining, retry_after, reset_after, limit))  # type: ignore[no-any-return]
+    return _new_tuple(Decision, (allowed, remaining, retry_after, reset_after, limit))
 
 
 def _decision_from_verdict(verdict: Verdict, limit: int) -> Decision:
@@ -401,7 +401,9 @@ class SlidingWindowAlgorithm(Algorithm):
         index = now // window
         elapsed = now - index * window
         current, previous = self._counts(state, index)
-        remaining = max(0, (limit * window - previous * (window - elapsed) - current * window) // window)
+        remaining = max(
+            0, (limit * window - previous * (window - elapsed) - current * window) // window
+        )
         if current:
             return remaining, 2 * window - elapsed
         return remaining, window - elapsed if previous else 0
@@ -535,7 +537,7 @@ _UNITS: Final = {
     "day": 86400.0,
 }
 _LIMIT_RE: Final = re.compile(
-    r"^\s*(\d+)\s*(?:/|per\s)\s*(\d+(?:\.\d+)?)?\s*([a-z]+?)s?\s*$", re.IGNORECASE
+    r"^\s*(\d+)\s*(?:/|per\s)\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$", re.IGNORECASE
 )
 
 
@@ -550,7 +552,10 @@ def parse_limit(text: str) -> tuple[int, float]:
         ValueError: When ``text`` is not a limit string.
     """
     match = _LIMIT_RE.match(text)
-    unit = _UNITS.get(match.group(3).lower()) if match else None
+    unit = None
+    if match:
+        word = match.group(3).lower()
+        unit = _UNITS.get(word) or _UNITS.get(word.removesuffix("s"))
     if match is None or unit is None:
         raise ValueError(
             f"cannot parse the limit {text!r}: write it as '<count>/<period>', "

@@ -7,7 +7,7 @@ clock). The Redis store adds itself by extending ``STORES``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,9 +21,9 @@ STORES: dict[str, Callable[[], Store]] = {"memory": MemoryStore}
 
 
 @pytest.fixture(params=sorted(STORES))
-def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+def store(request: pytest.FixtureRequest) -> Store:
     """A fresh store of each registered kind."""
-    yield STORES[request.param]()
+    return STORES[request.param]()
 
 
 @pytest.fixture

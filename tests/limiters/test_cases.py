@@ -6,7 +6,8 @@ import random
 import sys
 import threading
 import time
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
+from itertools import pairwise
 from typing import Any
 
 import anyio
@@ -83,7 +84,7 @@ async def test_leaky_bucket_releases_waiters_in_order_at_a_constant_rate() -> No
                 await anyio.lowlevel.checkpoint()
     assert order == list(range(20))
     times = [event.time for event in events]
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in pairwise(times)]
     assert gaps == pytest.approx([0.1] * 19)
     assert most_in_any_window(times, 1.0) <= 20 + 10
 
@@ -164,7 +165,7 @@ async def test_fifty_waiting_tasks_all_get_through_at_five_per_second() -> None:
             tg.start_soon(limiter.acquire_async, "k", 1, 20.0)
     times = [event.time for event in events]
     assert len(times) == 50
-    assert [b - a for a, b in zip(times, times[1:])] == pytest.approx([0.2] * 49)
+    assert [b - a for a, b in pairwise(times)] == pytest.approx([0.2] * 49)
 
 
 # -- L7: linear cost, O(1) memory per key -----------------------------------

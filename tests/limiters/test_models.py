@@ -25,7 +25,6 @@ from resilio._limiter import (
     AllOf,
     FixedWindow,
     LeakyBucket,
-    RateLimiter,
     SlidingWindow,
     SlidingWindowLog,
     TokenBucket,
@@ -174,7 +173,7 @@ def limiter_and_model(draw: st.DrawFn) -> tuple[Any, Any, int]:
         per_us = draw(st.integers(1, 200)) * 1000
         capacity = draw(st.integers(1, 8))
         interval = math.ceil(per_us / rate)
-        cls: type[RateLimiter] = TokenBucket if kind == "token" else LeakyBucket
+        cls: type[TokenBucket | LeakyBucket] = TokenBucket if kind == "token" else LeakyBucket
 
         def build(**kw: Any) -> Any:
             return cls(rate=rate, per=per_us / US, capacity=capacity, **kw)

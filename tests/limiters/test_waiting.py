@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from itertools import pairwise
 from typing import Any
 
 import anyio
@@ -48,7 +49,7 @@ class ManualClock:
         target = self._now + seconds
         self.sleepers += 1
         try:
-            while self._now < target:
+            while self._now < target:  # noqa: ASYNC110 - another task advances the clock
                 await anyio.sleep(0.001)
         finally:
             self.sleepers -= 1
@@ -61,7 +62,7 @@ def queued(limiter: RateLimiter, key: str = "k") -> int:
 
 async def wait_until(predicate: Callable[[], bool]) -> None:
     with anyio.fail_after(5):
-        while not predicate():
+        while not predicate():  # noqa: ASYNC110 - polls state owned by the limiter
             await anyio.sleep(0.001)
 
 
@@ -82,7 +83,7 @@ async def test_async_waiters_are_admitted_in_arrival_order(store: Store) -> None
                 await anyio.lowlevel.checkpoint()
     assert [i for i, _ in order] == list(range(20))
     times = [t for _, t in order]
-    assert all(b - a == pytest.approx(0.1) for a, b in zip(times, times[1:]))
+    assert all(b - a == pytest.approx(0.1) for a, b in pairwise(times))
 
 
 def test_threads_are_admitted_in_arrival_order(store: Store) -> None:
@@ -171,9 +172,9 @@ async def test_a_timed_out_waiter_does_not_block_those_behind(store: Store) -> N
     assert limiter.try_acquire("k", 5).allowed
     outcomes: dict[str, Any] = {}
 
-    async def waiter(name: str, cost: int, timeout: float | None) -> None:
+    async def waiter(name: str, cost: int, patience: float | None) -> None:
         try:
-            await limiter.acquire_async("k", cost, timeout)
+            await limiter.acquire_async("k", cost, patience)
             outcomes[name] = clock.now()
         except RateLimitExceeded as exc:
             outcomes[name] = exc

@@ -1,0 +1,218 @@
+"""The decorator, `with`, Pipeline and limit-string forms, and construction errors."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+
+from resilio._core.limiters import Decision, parse_limit
+from resilio._errors import RateLimitExceeded
+from resilio._limiter import (
+    AllOf,
+    FixedWindow,
+    LeakyBucket,
+    SlidingWindow,
+    SlidingWindowLog,
+    TokenBucket,
+)
+from resilio._pipeline import Pipeline
+from resilio.stores import MemoryStore
+from resilio.testing import FakeClock
+
+
+def test_decorator_keys_and_costs_come_from_the_arguments() -> None:
+    limiter = FixedWindow(limit=3, window=60.0, clock=FakeClock())
+
+    @limiter.limit(key=lambda user_id, **_: f"user:{user_id}", cost=lambda _, size=1: size)
+    def upload(user_id: int, size: int = 1) -> str:
+        """Upload something."""
+        return f"{user_id}:{size}"
+
+    assert upload.__name__ == "upload"
+    assert upload.__doc__ == "Upload something."
+    assert inspect.signature(upload) == inspect.signature(upload.__wrapped__)  # type: ignore[attr-defined]
+    assert list(inspect.signature(upload).parameters) == ["user_id", "size"]
+    assert upload(1, size=2) == "1:2"
+    assert upload(1) == "1:1"
+    with pytest.raises(RateLimitExceeded) as caught:
+        upload(1)
+    assert caught.value.retry_after > 0
+    assert upload(2, size=3) == "2:3"  # another key
+    assert limiter.peek("user:1").remaining == 0
+
+
+@pytest.mark.anyio
+async def test_async_decorator_waits_when_given_a_timeout() -> None:
+    clock = FakeClock()
+    limiter = TokenBucket(rate=1, capacity=1, clock=clock)
+
+    @limiter.limit(key="shared", timeout=2.0)
+    async def call(x: int) -> int:
+        return x * 2
+
+    assert inspect.iscoroutinefunction(call)
+    assert await call(1) == 2
+    assert await call(2) == 4
+    assert clock.sleeps == [1.0]
+    with pytest.raises(RateLimitExceeded):
+        await limiter.limit(key="shared", timeout=0.5)(call)(3)
+
+
+def test_limiter_itself_is_a_decorator_and_a_pipeline_strategy() -> None:
+    limiter = SlidingWindowLog(limit=2, window=1.0, clock=FakeClock())
+
+    @limiter
+    def ping() -> str:
+        return "pong"
+
+    assert ping() == "pong"
+    assert ping() == "pong"
+    with pytest.raises(RateLimitExceeded):
+        ping()
+
+    other = FixedWindow(limit=1, window=1.0, clock=FakeClock())
+    calls: list[int] = []
+    policy = Pipeline(other, other.limit(key="inner"))
+
+    def record() -> None:
+        calls.append(1)
+
+    wrapped = policy(record)
+    wrapped()
+    with pytest.raises(RateLimitExceeded):
+        wrapped()
+    assert calls == [1]
+
+
+def test_with_blocks() -> None:
+    clock = FakeClock()
+    limiter = TokenBucket(rate=1, capacity=2, clock=clock, timeout=None)
+    with limiter as first:
+        assert isinstance(first, Decision)
+        assert first.allowed
+    with limiter.limit(key="k", cost=2):
+        pass
+    with limiter:
+        pass
+    with limiter:  # waits: the limiter's timeout is None
+        pass
+    assert clock.sleeps == [1.0]
+    with pytest.raises(RateLimitExceeded), limiter.limit(key="k", cost=2, timeout=0):
+        pass
+    with pytest.raises(TypeError, match="plain key"), limiter.limit(key=lambda: "x"):
+        pass
+
+
+@pytest.mark.anyio
+async def test_async_with_blocks() -> None:
+    limiter = LeakyBucket(rate=1, clock=FakeClock())
+    async with limiter as decision:
+        assert decision.allowed
+    with pytest.raises(RateLimitExceeded):
+        async with limiter:
+            pass
+    async with limiter.limit(key="other"):
+        pass
+
+
+def test_generators_are_refused() -> None:
+    limiter = TokenBucket(rate=1)
+
+    def numbers() -> Any:
+        yield 1
+
+    with pytest.raises(TypeError, match="generator"):
+        limiter(numbers)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("10/second", (10, 1.0)),
+        ("1000/hour", (1000, 3600.0)),
+        ("5 per minute", (5, 60.0)),
+        ("20/5s", (20, 5.0)),
+        ("3/2 minutes", (3, 120.0)),
+        ("100/day", (100, 86400.0)),
+        ("7/250ms", (7, 0.25)),
+        (" 1 / Seconds ", (1, 1.0)),
+    ],
+)
+def test_parse_limit(text: str, expected: tuple[int, float]) -> None:
+    assert parse_limit(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "ten/second", "10/fortnight", "10", "0/second", "10/0s"])
+def test_parse_limit_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="limit"):
+        parse_limit(text)
+
+
+def test_limit_strings_in_constructors() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket("10/second", capacity=2, clock=clock)
+    assert [bucket.allow() for _ in range(3)] == [True, True, False]
+    assert bucket.peek().retry_after == pytest.approx(0.1)
+    window = FixedWindow("3/minute", clock=clock)
+    assert window.max_cost == 3
+    assert SlidingWindow("100/hour").max_cost == 100
+    assert LeakyBucket("4/s").max_cost == 4
+    assert AllOf("10/second", "1000/hour", algorithm=FixedWindow).max_cost == 10
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "message"),
+    [
+        (lambda: TokenBucket(rate=0), ValueError, "rate must be a positive"),
+        (lambda: TokenBucket(rate=-1), ValueError, "rate must be a positive"),
+        (lambda: TokenBucket(rate=float("inf")), ValueError, "finite"),
+        (lambda: TokenBucket(rate=1, per=0), ValueError, "per must be a positive"),
+        (lambda: TokenBucket(rate=1, capacity=0), ValueError, "capacity must be a positive"),
+        (lambda: TokenBucket(rate=1, capacity=1.5), TypeError, "capacity must be an integer"),  # type: ignore[arg-type]
+        (lambda: TokenBucket(), TypeError, "rate= and per= are required"),
+        (lambda: TokenBucket("10/s", rate=3), TypeError, "either a limit string"),
+        (lambda: TokenBucket(rate=1, burst=3), TypeError, "burst"),  # type: ignore[call-arg]
+        (lambda: LeakyBucket(rate=1, per=-2.0), ValueError, "per must be a positive"),
+        (lambda: FixedWindow(limit=0, window=1.0), ValueError, "limit must be a positive"),
+        (lambda: FixedWindow(limit=5), TypeError, "window= are required"),
+        (lambda: SlidingWindow(limit=5, window=0), ValueError, "window must be a positive"),
+        (lambda: SlidingWindow(limit=5, window=1e-9), ValueError, "one microsecond"),
+        (lambda: SlidingWindowLog(limit=True, window=1.0), TypeError, "limit must be an integer"),
+        (lambda: SlidingWindowLog("5/fortnight"), ValueError, "cannot parse"),
+        (lambda: FixedWindow(limit=1, window=1.0, timeout=-1), ValueError, "timeout"),
+        (lambda: FixedWindow(limit=1, window=1.0, store=object()), TypeError, "store="),  # type: ignore[arg-type]
+        (lambda: FixedWindow(limit=1, window=1.0, clock=object()), TypeError, "clock="),  # type: ignore[arg-type]
+        (lambda: FixedWindow(limit=1, window=1.0, name=""), ValueError, "name"),
+        (lambda: FixedWindow(limit=1, window=1.0, listeners=[3]), TypeError, "listeners"),  # type: ignore[list-item]
+        (lambda: FixedWindow(limit=1, window=1.0).limit(cost=2), ValueError, "capacity"),
+        (lambda: FixedWindow(limit=1, window=1.0).limit(key=3), TypeError, "key must be"),  # type: ignore[arg-type]
+        (lambda: MemoryStore(sweep_every=0), ValueError, "sweep_every"),
+    ],
+)
+def test_bad_configuration_fails_at_once(build: Any, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        build()
+
+
+def test_names_and_repr() -> None:
+    bucket = TokenBucket(rate=10, per=1.0, capacity=20)
+    assert bucket.name == "gcra:100000:20"
+    assert repr(bucket) == "<TokenBucket 'gcra:100000:20'>"
+    assert TokenBucket(rate=10, name="api").name == "api"
+    assert isinstance(bucket.store, MemoryStore)
+    assert repr(Decision(True, 1, 0.0, 0.5, 2)) == (
+        "Decision(allowed=True, remaining=1, retry_after=0.0, reset_after=0.5, limit=2)"
+    )
+
+
+def test_decisions_are_immutable_values() -> None:
+    decision = Decision(False, 0, 0.5, 1.0, 3)
+    assert not decision
+    assert (decision.allowed, decision.remaining, decision.limit) == (False, 0, 3)
+    assert (decision.retry_after, decision.reset_after) == (0.5, 1.0)
+    with pytest.raises(AttributeError):
+        decision.allowed = True  # type: ignore[misc]
+    assert decision == Decision(False, 0, 0.5, 1.0, 3)
+    assert hash(decision) == hash(Decision(False, 0, 0.5, 1.0, 3))
