@@ -50,3 +50,31 @@ async def main() -> None:
         assert_type(error.retry_after, float)
     budget = resilio.RetryBudget(ratio=0.1)
     assert_type(budget.available, int)
+
+
+breaker = resilio.CircuitBreaker(name="typed", failure_threshold=3, recovery_time=5.0)
+
+
+@breaker
+def charge(amount: int) -> str:
+    return str(amount)
+
+
+@breaker
+async def charge_async(amount: int) -> str:
+    return str(amount)
+
+
+async def use_breaker() -> None:
+    assert_type(charge(3), str)
+    assert_type(await charge_async(3), str)
+    assert_type(breaker.state, resilio.CircuitState)
+    assert_type(breaker.retry_after, float)
+    with breaker:
+        pass
+    async with breaker:
+        pass
+    try:
+        charge(1)
+    except resilio.CircuitOpenError as error:
+        assert_type(error.retry_after, float)
