@@ -36,10 +36,43 @@ def _check_hook(option: str, hook: object) -> Hook | None:
 
 
 class Retry(Strategy):
-    """Retries a call whose outcome matches ``on``. Create it with `resilio.retry`.
+    """Retries a call whose outcome matches ``on``; build it with ``resilio.retry(...)``.
 
     The same object decorates ``def`` and ``async def`` functions and can sit
-    in a `resilio.Pipeline`. It holds no per-call state.
+    in a `resilio.Pipeline`. It holds no per-call state, so one policy may
+    serve any number of functions, threads and tasks.
+
+    Example:
+        ```python
+        @resilio.retry(on=ConnectionError, attempts=5, deadline=10.0)
+        def fetch() -> bytes: ...
+        ```
+
+    Args:
+        on: What to retry: exception types, or a predicate over a
+            `resilio.Outcome` (it sees results too). The predicate may return a
+            number of seconds to wait instead of the backoff (for example from
+            Retry-After). Cancellation, KeyboardInterrupt, SystemExit and
+            GeneratorExit are never retried, whatever ``on`` says.
+        attempts: The most attempts in all, the first included; None for no
+            limit (then ``deadline`` is required).
+        deadline: Seconds, on the monotonic clock, from the start of the call
+            across attempts and waits: no wait starts that would end past it.
+        backoff: The wait rule (`resilio.backoff`); default
+            ``exponential(initial=0.1, max=5.0, jitter="full")``.
+        budget: A `resilio.RetryBudget` shared with other policies.
+        before_sleep: Called with the ``RETRY`` event before each wait.
+            May be async for async functions.
+        on_give_up: Called with the ``GAVE_UP`` event (its ``reason`` says
+            attempts, deadline or budget) before the last outcome is returned
+            or raised. May be async for async functions.
+        listeners: Callables that receive this policy's events.
+        clock: Time and sleep for this policy (tests); default: resilio's clock.
+        random: A source of floats in [0, 1) for jitter; default ``random.random``.
+        name: The name in events.
+
+    When attempts run out, the last exception propagates unchanged. When the
+    last outcome was a result that ``on`` matched, that result is returned.
     """
 
     __slots__ = (
@@ -375,64 +408,5 @@ async def _run_hook_async(hook: Hook, event: Event) -> None:
         logger.exception("resilio hook %r failed on %s", hook, event.kind.value)
 
 
-def retry(
-    *,
-    on: ExceptionSpec,
-    attempts: int | None = 3,
-    deadline: float | None = None,
-    backoff: Backoff | None = None,
-    budget: RetryBudget | None = None,
-    before_sleep: Hook | None = None,
-    on_give_up: Hook | None = None,
-    listeners: Iterable[Listener] | None = None,
-    clock: Clock | None = None,
-    random: Callable[[], float] | None = None,
-    name: str = "retry",
-) -> Retry:
-    """Build a retry policy: a decorator for ``def`` and ``async def`` and a pipeline strategy.
-
-    Example:
-        ```python
-        @resilio.retry(on=ConnectionError, attempts=5, deadline=10.0)
-        def fetch() -> bytes: ...
-        ```
-
-    Args:
-        on: What to retry: exception types, or a predicate over a
-            `resilio.Outcome` (it sees results too). The predicate may return a
-            number of seconds to wait instead of the backoff (for example from
-            Retry-After). Cancellation, KeyboardInterrupt, SystemExit and
-            GeneratorExit are never retried, whatever ``on`` says.
-        attempts: The most attempts in all, the first included; None for no
-            limit (then ``deadline`` is required).
-        deadline: Seconds, on the monotonic clock, from the start of the call
-            across attempts and waits: no wait starts that would end past it.
-        backoff: The wait rule (`resilio.backoff`); default
-            ``exponential(initial=0.1, max=5.0, jitter="full")``.
-        budget: A `resilio.RetryBudget` shared with other policies.
-        before_sleep: Called with the ``RETRY`` event before each wait.
-            May be async for async functions.
-        on_give_up: Called with the ``GAVE_UP`` event (its ``reason`` says
-            attempts, deadline or budget) before the last outcome is returned
-            or raised. May be async for async functions.
-        listeners: Callables that receive this policy's events.
-        clock: Time and sleep for this policy (tests); default: resilio's clock.
-        random: A source of floats in [0, 1) for jitter; default ``random.random``.
-        name: The name in events.
-
-    When attempts run out, the last exception propagates unchanged. When the
-    last outcome was a result that ``on`` matched, that result is returned.
-    """
-    return Retry(
-        on=on,
-        attempts=attempts,
-        deadline=deadline,
-        backoff=backoff,
-        budget=budget,
-        before_sleep=before_sleep,
-        on_give_up=on_give_up,
-        listeners=listeners,
-        clock=clock,
-        random=random,
-        name=name,
-    )
+#: ``resilio.retry(...)`` builds a `Retry`; the lowercase name reads like the decorator it is.
+retry = Retry

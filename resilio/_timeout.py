@@ -33,8 +33,27 @@ T = TypeVar("T")
 class Timeout(Strategy):
     """Raises `resilio.TimeoutExceeded` when a call runs past ``seconds``.
 
-    Create it with `resilio.timeout`. An inner timeout never outlives an outer
-    one: its deadline is the earlier of its own and the enclosing one's.
+    Build it with ``resilio.timeout(seconds)``: a decorator for ``def`` and
+    ``async def`` and a pipeline strategy. An inner timeout never outlives an
+    outer one: its deadline is the earlier of its own and the enclosing one's.
+
+    Example:
+        ```python
+        @resilio.timeout(2.0)
+        async def fetch() -> bytes: ...
+        ```
+
+    Args:
+        seconds: The longest the call may take, in seconds.
+        thread: Sync functions only: run the call in a daemon thread and stop
+            waiting for it at the deadline. The thread cannot be killed and
+            keeps running in the background; use it only for calls you cannot
+            make cooperative.
+        listeners: Callables that receive this timeout's events.
+        name: The name in events and error messages.
+
+    Raises:
+        TimeoutExceeded: From the decorated function, when the deadline passed.
     """
 
     __slots__ = ("_listeners", "name", "seconds", "thread")
@@ -153,31 +172,5 @@ class Timeout(Strategy):
         return timed
 
 
-def timeout(
-    seconds: float,
-    *,
-    thread: bool = False,
-    listeners: Iterable[Listener] | None = None,
-    name: str = "timeout",
-) -> Timeout:
-    """Build a timeout: a decorator for ``def`` and ``async def`` and a pipeline strategy.
-
-    Example:
-        ```python
-        @resilio.timeout(2.0)
-        async def fetch() -> bytes: ...
-        ```
-
-    Args:
-        seconds: The longest the call may take, in seconds.
-        thread: Sync functions only: run the call in a daemon thread and stop
-            waiting for it at the deadline. The thread cannot be killed and
-            keeps running in the background; use it only for calls you cannot
-            make cooperative.
-        listeners: Callables that receive this timeout's events.
-        name: The name in events and error messages.
-
-    Raises:
-        TimeoutExceeded: From the decorated function, when the deadline passed.
-    """
-    return Timeout(seconds, thread=thread, listeners=listeners, name=name)
+#: ``resilio.timeout(seconds)`` builds a `Timeout`.
+timeout = Timeout

@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import anyio
 import anyio.lowlevel
@@ -85,25 +85,23 @@ def use_clock(clock: Clock) -> Iterator[Clock]:
 
 
 @contextmanager
-def disable_waits() -> Iterator[None]:
+def _switched_off(switch: str) -> Iterator[None]:
+    previous = getattr(runtime, switch)
+    setattr(runtime, switch, False)
+    try:
+        yield
+    finally:
+        setattr(runtime, switch, previous)
+
+
+def disable_waits() -> AbstractContextManager[None]:
     """Skip every retry wait (the delays are still computed, reported and hooked)."""
-    previous = runtime.waits_enabled
-    runtime.waits_enabled = False
-    try:
-        yield
-    finally:
-        runtime.waits_enabled = previous
+    return _switched_off("waits_enabled")
 
 
-@contextmanager
-def disable_retries() -> Iterator[None]:
+def disable_retries() -> AbstractContextManager[None]:
     """Make every retry policy stop after the first attempt (reason ``"disabled"``)."""
-    previous = runtime.retries_enabled
-    runtime.retries_enabled = False
-    try:
-        yield
-    finally:
-        runtime.retries_enabled = previous
+    return _switched_off("retries_enabled")
 
 
 @contextmanager

@@ -98,7 +98,7 @@ class _Shaped(Backoff):
 
 
 class Constant(_Shaped):
-    """The same wait before every retry."""
+    """The same wait, ``seconds``, before every retry (optionally jittered)."""
 
     __slots__ = ("seconds",)
 
@@ -124,7 +124,7 @@ class Constant(_Shaped):
 
 
 class Linear(_Shaped):
-    """Waits that grow by ``step`` each retry: ``initial + step * attempt``."""
+    """Waits that grow by ``step`` each retry: ``initial + step * attempt``, up to ``max``."""
 
     __slots__ = ("initial", "step")
 
@@ -154,7 +154,16 @@ class Linear(_Shaped):
 
 
 class Exponential(_Shaped):
-    """Waits that multiply: ``initial * multiplier ** (attempt - 1)``, capped at ``max``."""
+    """Waits that multiply: ``initial * multiplier ** (attempt - 1)``, capped at ``max``.
+
+    Args:
+        initial: The first wait in seconds, before jitter.
+        multiplier: The growth factor (at least 1).
+        min: A floor in seconds; with jitter it is added under the random part,
+            so the spread never collapses (see `_Shaped`).
+        max: The cap in seconds; jitter still spreads waits at the cap.
+        jitter: ``"full"`` (default), ``"equal"`` or ``"none"``.
+    """
 
     __slots__ = ("_saturated_from", "initial", "multiplier")
 
