@@ -7,6 +7,7 @@ sleeps in FIFO order when asked to wait, and emits events.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -104,6 +105,8 @@ class RateLimiter(Strategy):
     """
 
     __slots__ = (
+        "_acquire_now",
+        "_allow_now",
         "_clock",
         "_limits",
         "_lines",
@@ -147,6 +150,13 @@ class RateLimiter(Strategy):
         self._max_cost = min(limit.capacity for limit in self._limits)
         self._max_queued = max_queued
         self._lines = Lines()
+        self._acquire_now: Callable[[str, int, int], Decision]
+        self._allow_now: Callable[[str, int, int], bool]
+        if type(self._store) is MemoryStore and len(self._limits) == 1:
+            self._acquire_now, self._allow_now = self._store._bind(self._limits[0])
+        else:
+            self._acquire_now = functools.partial(self._store.acquire, self._limits)
+            self._allow_now = functools.partial(self._store.allow, self._limits)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -224,7 +234,7 @@ class RateLimiter(Strategy):
             self._bad_cost(cost)
         clock = self._clock or runtime.clock
         now = _monotonic_ns() // 1000 if type(clock) is SystemClock else round(clock.now() * US)
-        decision = self._store.acquire(self._limits, key, cost, now)
+        decision = self._acquire_now(key, cost, now)
         if self._listeners or _events.global_listeners:
             self._emit_decision(decision, clock)
         return decision
@@ -238,7 +248,7 @@ class RateLimiter(Strategy):
             self._bad_cost(cost)
         clock = self._clock or runtime.clock
         now = _monotonic_ns() // 1000 if type(clock) is SystemClock else round(clock.now() * US)
-        allowed = self._store.allow(self._limits, key, cost, now)
+        allowed = self._allow_now(key, cost, now)
         if self._listeners or _events.global_listeners:
             self._emit(EventKind.LIMITER_ALLOWED if allowed else EventKind.LIMITER_REJECTED, clock)
         return allowed

@@ -12,12 +12,15 @@ idle keys reclaimed as a side effect of normal traffic (no thread, no task).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ._core.limiters import US, Algorithm, Decision, Verdict, combine, make_decision
 
 __all__ = ["MemoryStore", "Store"]
+
+Decide = Callable[[str, int, int], Decision]
+Admit = Callable[[str, int, int], bool]
 
 
 @runtime_checkable
@@ -175,7 +178,20 @@ class MemoryStore:
     def acquire(self, limits: Sequence[Algorithm], key: str, cost: int, now: int) -> Decision:
         """See `Store.acquire`."""
         with self._lock:
-            return self._decide(limits, key, cost, now, True)
+            if len(limits) != 1:
+                return self._decide(limits, key, cost, now, True)
+            # The hot path, inlined: one limit, its table found by name.
+            if now < self._now:
+                now = self._now
+            else:
+                self._now = now
+            self._ops += 1
+            if self._ops >= self._next_sweep:
+                self._sweep_locked(now)
+            limit = limits[0]
+            entry = self._tables.get(limit.name)
+            table = entry[1] if entry is not None and entry[0] is limit else self._table(limit)
+            return limit.take_in(table, key, now, cost)
 
     def allow(self, limits: Sequence[Algorithm], key: str, cost: int, now: int) -> bool:
         """See `Store.allow`."""
@@ -192,11 +208,41 @@ class MemoryStore:
             limit = limits[0]
             entry = self._tables.get(limit.name)
             table = entry[1] if entry is not None and entry[0] is limit else self._table(limit)
-            state = table.get(key)
-            if limit.evaluate(state, now, cost)[0]:
-                table[key] = limit.commit(state, now, cost)
-                return True
-            return False
+            return limit.admit_in(table, key, now, cost)
+
+    def _bind(self, limit: Algorithm) -> tuple[Decide, Admit]:
+        """Return `acquire` and `allow` for one limit, specialised for speed.
+
+        Tables are never replaced once created (sweeps and resets only remove
+        keys), so the closures may hold on to this limit's table.
+        """
+        with self._lock:
+            table = self._table(limit)
+        lock, take, admit = self._lock, limit.take_in, limit.admit_in
+
+        def acquire(key: str, cost: int, now: int) -> Decision:
+            with lock:
+                if now < self._now:
+                    now = self._now
+                else:
+                    self._now = now
+                self._ops += 1
+                if self._ops >= self._next_sweep:
+                    self._sweep_locked(now)
+                return take(table, key, now, cost)
+
+        def allow(key: str, cost: int, now: int) -> bool:
+            with lock:
+                if now < self._now:
+                    now = self._now
+                else:
+                    self._now = now
+                self._ops += 1
+                if self._ops >= self._next_sweep:
+                    self._sweep_locked(now)
+                return admit(table, key, now, cost)
+
+        return acquire, allow
 
     def peek(self, limits: Sequence[Algorithm], key: str, cost: int, now: int) -> Decision:
         """See `Store.peek`."""

@@ -179,6 +179,28 @@ class Algorithm:
         """Whether ``state`` is back to the initial state at ``now`` and may be dropped."""
         raise NotImplementedError
 
+    def take_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> Decision:
+        """Decide for ``key`` in ``table`` (a dict of states), consuming when allowed.
+
+        The in-memory fast path: `evaluate` then `commit` in one call. Subclasses
+        inline it; the answers are the same.
+        """
+        state = table.get(key)
+        allowed, remaining, retry_us, reset_us = self.evaluate(state, now, cost)
+        if allowed:
+            table[key] = self.commit(state, now, cost)
+        return _new_tuple(
+            Decision, (allowed, remaining, retry_us / US, reset_us / US, self.capacity)
+        )
+
+    def admit_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> bool:
+        """Like `take_in`, answering only whether ``cost`` was admitted."""
+        state = table.get(key)
+        if self.evaluate(state, now, cost)[0]:
+            table[key] = self.commit(state, now, cost)
+            return True
+        return False
+
     def decide(self, state: Any, now: int, cost: int) -> tuple[Decision, Any]:
         """Evaluate and, when allowed, commit: return the decision and the new state."""
         verdict = self.evaluate(state, now, cost)
@@ -233,6 +255,38 @@ class GcraAlgorithm(Algorithm):
         tat = now if state is None or state < now else state
         return (now + self.tolerance - tat) // self.interval, tat - now
 
+    def take_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> Decision:
+        """See `Algorithm.take_in`."""
+        state = table.get(key)
+        tat = now if state is None or state < now else state
+        new_tat = tat + cost * self.interval
+        allow_at = new_tat - self.tolerance
+        if allow_at <= now:
+            table[key] = new_tat
+            return _new_tuple(
+                Decision,
+                (True, (now - allow_at) // self.interval, 0.0, (new_tat - now) / US, self.capacity),
+            )
+        return _new_tuple(
+            Decision,
+            (
+                False,
+                (now + self.tolerance - tat) // self.interval,
+                (allow_at - now) / US,
+                (tat - now) / US,
+                self.capacity,
+            ),
+        )
+
+    def admit_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> bool:
+        """See `Algorithm.admit_in`."""
+        state = table.get(key)
+        new_tat = (now if state is None or state < now else state) + cost * self.interval
+        if new_tat - self.tolerance <= now:
+            table[key] = new_tat
+            return True
+        return False
+
     def idle(self, state: int, now: int) -> bool:
         """See `Algorithm.idle`."""
         return state <= now
@@ -275,6 +329,24 @@ class LeakyAlgorithm(Algorithm):
     def rest(self, state: int | None, now: int) -> tuple[int, int]:
         """See `Algorithm.rest`."""
         return 0, 0 if state is None or state <= now else state - now
+
+    def take_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> Decision:
+        """See `Algorithm.take_in`."""
+        state = table.get(key)
+        if state is None or state <= now:
+            drain = cost * self.interval
+            table[key] = now + drain
+            return _new_tuple(Decision, (True, 0, 0.0, drain / US, self.capacity))
+        wait = (state - now) / US
+        return _new_tuple(Decision, (False, 0, wait, wait, self.capacity))
+
+    def admit_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> bool:
+        """See `Algorithm.admit_in`."""
+        state = table.get(key)
+        if state is None or state <= now:
+            table[key] = now + cost * self.interval
+            return True
+        return False
 
     def idle(self, state: int, now: int) -> bool:
         """See `Algorithm.idle`."""
@@ -322,6 +394,35 @@ class FixedWindowAlgorithm(Algorithm):
         index = now // self.window
         used = state[1] if state is not None and state[0] >= index else 0
         return self.capacity - used, (index + 1) * self.window - now if used else 0
+
+    def take_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> Decision:
+        """See `Algorithm.take_in`."""
+        state = table.get(key)
+        index = now // self.window
+        left = ((index + 1) * self.window - now) / US
+        if state is not None and state[0] >= index:
+            index, used = state
+        else:
+            used = 0
+        if used + cost <= self.capacity:
+            table[key] = (index, used + cost)
+            return _new_tuple(
+                Decision, (True, self.capacity - used - cost, 0.0, left, self.capacity)
+            )
+        return _new_tuple(Decision, (False, self.capacity - used, left, left, self.capacity))
+
+    def admit_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> bool:
+        """See `Algorithm.admit_in`."""
+        state = table.get(key)
+        index = now // self.window
+        if state is not None and state[0] >= index:
+            index, used = state
+        else:
+            used = 0
+        if used + cost <= self.capacity:
+            table[key] = (index, used + cost)
+            return True
+        return False
 
     def idle(self, state: tuple[int, int], now: int) -> bool:
         """See `Algorithm.idle`."""
@@ -413,6 +514,39 @@ class SlidingWindowAlgorithm(Algorithm):
         current, previous = self._counts(state, now // self.window)
         return current == 0 and previous == 0
 
+    def take_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> Decision:
+        """See `Algorithm.take_in`."""
+        state = table.get(key)
+        if state is not None and state[0] >= now // self.window:
+            allowed, remaining, retry_us, reset_us = self.evaluate(state, now, cost)
+            if allowed:
+                table[key] = (state[0], state[1] + cost, state[2])
+        else:
+            allowed, remaining, retry_us, reset_us = self.evaluate(state, now, cost)
+            if allowed:
+                table[key] = self.commit(state, now, cost)
+        return _new_tuple(
+            Decision, (allowed, remaining, retry_us / US, reset_us / US, self.capacity)
+        )
+
+    def admit_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> bool:
+        """See `Algorithm.admit_in`."""
+        window = self.window
+        state = table.get(key)
+        index = now // window
+        if state is None:
+            current = previous = 0
+        elif state[0] >= index:
+            index, current, previous = state
+        elif state[0] == index - 1:
+            current, previous = 0, state[1]
+        else:
+            current = previous = 0
+        if previous * (window - now % window) + (current + cost) * window <= self.capacity * window:
+            table[key] = (index, current + cost, previous)
+            return True
+        return False
+
 
 class SlidingLog:
     """The mutable state of a sliding log: (timestamp µs, cost) entries and their sum."""
@@ -477,6 +611,10 @@ class SlidingLogAlgorithm(Algorithm):
         """See `Algorithm.commit`."""
         log = SlidingLog() if state is None else state
         self._prune(log, now)
+        self._append(log, now, cost)
+        return log
+
+    def _append(self, log: SlidingLog, now: int, cost: int) -> None:
         entries = log.entries
         if entries and entries[-1][0] >= now:
             stamp, used = entries.pop()
@@ -484,7 +622,6 @@ class SlidingLogAlgorithm(Algorithm):
         else:
             entries.append((now, cost))
         log.total += cost
-        return log
 
     def rest(self, state: SlidingLog | None, now: int) -> tuple[int, int]:
         """See `Algorithm.rest`."""
@@ -494,6 +631,29 @@ class SlidingLogAlgorithm(Algorithm):
         if not state.entries:
             return self.capacity, 0
         return self.capacity - state.total, state.entries[-1][0] + self.window - now
+
+    def take_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> Decision:
+        """See `Algorithm.take_in`."""
+        log = table.get(key)
+        if log is None:
+            log = table[key] = SlidingLog()
+        allowed, remaining, retry_us, reset_us = self.evaluate(log, now, cost)
+        if allowed:
+            self._append(log, now, cost)
+        return _new_tuple(
+            Decision, (allowed, remaining, retry_us / US, reset_us / US, self.capacity)
+        )
+
+    def admit_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> bool:
+        """See `Algorithm.admit_in`."""
+        log = table.get(key)
+        if log is None:
+            log = table[key] = SlidingLog()
+        self._prune(log, now)
+        if log.total + cost <= self.capacity:
+            self._append(log, now, cost)
+            return True
+        return False
 
     def idle(self, state: SlidingLog, now: int) -> bool:
         """See `Algorithm.idle`."""
