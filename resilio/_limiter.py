@@ -113,6 +113,7 @@ class RateLimiter(Strategy):
         "_listeners",
         "_max_cost",
         "_max_queued",
+        "_memory",
         "_store",
         "_timeout",
         "name",
@@ -152,7 +153,9 @@ class RateLimiter(Strategy):
         self._lines = Lines()
         self._acquire_now: Callable[[str, int, int], Decision]
         self._allow_now: Callable[[str, int, int], bool]
-        if type(self._store) is MemoryStore and len(self._limits) == 1:
+        # A memory store never blocks: its async twins may take the sync fast path.
+        self._memory = type(self._store) is MemoryStore
+        if self._memory and len(self._limits) == 1:
             self._acquire_now, self._allow_now = self._store._bind(self._limits[0])
         else:
             self._acquire_now = functools.partial(self._store.acquire, self._limits)
@@ -274,7 +277,11 @@ class RateLimiter(Strategy):
         if cost.__class__ is not int or not 0 < cost <= self._max_cost:
             self._bad_cost(cost)
         clock = self._clock or runtime.clock
-        decision = await self._store.acquire_async(self._limits, key, cost, self._now_us(clock))
+        now = _monotonic_ns() // 1000 if type(clock) is SystemClock else round(clock.now() * US)
+        if self._memory:
+            decision = self._acquire_now(key, cost, now)
+        else:
+            decision = await self._store.acquire_async(self._limits, key, cost, now)
         if self._listeners or _events.global_listeners:
             self._emit_decision(decision, clock)
         return decision

@@ -158,19 +158,26 @@ class MemoryStore:
             if allowed and commit:
                 table[key] = limit.commit(state, now, cost)
             return make_decision(allowed, remaining, retry_us / US, reset_us / US, limit.capacity)
-        tables = [self._table(limit) for limit in limits]
-        states = [table.get(key) for table in tables]
-        verdicts: list[Verdict] = [
-            limit.evaluate(state, now, cost) for limit, state in zip(limits, states, strict=True)
-        ]
-        if not all(verdict[0] for verdict in verdicts):
+        tables = []
+        states = []
+        verdicts: list[Verdict] = []
+        allowed = True
+        for limit in limits:
+            table = self._table(limit)
+            state = table.get(key)
+            verdict = limit.evaluate(state, now, cost)
+            tables.append(table)
+            states.append(state)
+            verdicts.append(verdict)
+            allowed = allowed and verdict[0]
+        if not allowed:
             # Parts that would admit consume nothing after all: report them as they are.
             verdicts = [
                 _as_is(limit, state, now) if verdict[0] else verdict
                 for limit, state, verdict in zip(limits, states, verdicts, strict=True)
             ]
         decision = combine(verdicts, [limit.capacity for limit in limits])
-        if decision[0] and commit:
+        if allowed and commit:
             for limit, table, state in zip(limits, tables, states, strict=True):
                 table[key] = limit.commit(state, now, cost)
         return decision

@@ -668,17 +668,25 @@ def combine(verdicts: Sequence[Verdict], limits: Sequence[int]) -> Decision:
     while nothing is consumed, so all parts fit at the latest of their
     times); ``remaining`` and ``limit`` come from the tightest part.
     """
-    allowed = all(verdict[0] for verdict in verdicts)
-    remaining = min(verdict[1] for verdict in verdicts)
-    retry = max(verdict[2] for verdict in verdicts) if not allowed else 0
-    reset = max(verdict[3] for verdict in verdicts)
-    # The limit reported is the binding one: the latest to fit when rejected,
-    # the one with the least room left when allowed.
-    if allowed:
-        binding = min(range(len(verdicts)), key=lambda i: verdicts[i][1])
-    else:
-        binding = max(range(len(verdicts)), key=lambda i: verdicts[i][2])
-    return make_decision(allowed, remaining, retry / US, reset / US, limits[binding])
+    allowed = True
+    remaining = retry = reset = 0
+    binding = -1
+    for index, (ok, left, retry_us, reset_us) in enumerate(verdicts):
+        if index == 0 or left < remaining:
+            remaining = left
+        if reset_us > reset:
+            reset = reset_us
+        if not ok:
+            # Rejected: the binding limit is the latest to fit.
+            if allowed or retry_us > retry:
+                retry, binding = retry_us, index
+            allowed = False
+        elif allowed and (binding < 0 or left < verdicts[binding][1]):
+            # Allowed so far: the binding limit is the one with the least room left.
+            binding = index
+    return make_decision(
+        allowed, remaining, 0.0 if allowed else retry / US, reset / US, limits[binding]
+    )
 
 
 _UNITS: Final = {
