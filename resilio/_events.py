@@ -55,6 +55,20 @@ class EventKind(str, enum.Enum):
     """A rate limiter refused a request; ``delay`` is its retry-after in seconds."""
     LIMITER_WAITED = "limiter_waited"
     """A rate limiter admitted a request after it waited ``delay`` seconds."""
+    BULKHEAD_REJECTED = "bulkhead_rejected"
+    """A bulkhead refused a call: its queue was full, or the wait ran out."""
+    BULKHEAD_LIMIT_CHANGED = "bulkhead_limit_changed"
+    """An adaptive bulkhead moved its limit from ``previous_state`` to ``state``."""
+    FALLBACK = "fallback"
+    """A fallback replaced a handled ``outcome``."""
+    HEDGE = "hedge"
+    """A hedging policy started another attempt, number ``attempt``."""
+    CHAOS_FAULT = "chaos_fault"
+    """Chaos raised the exception in ``outcome`` instead of running the call."""
+    CHAOS_LATENCY = "chaos_latency"
+    """Chaos delayed a call by ``delay`` seconds."""
+    CHAOS_OUTCOME = "chaos_outcome"
+    """Chaos returned the result in ``outcome`` instead of running the call."""
 
 
 @dataclass(frozen=True, slots=True)
