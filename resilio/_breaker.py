@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import itertools
 import math
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
@@ -18,6 +19,7 @@ from ._errors import CircuitOpenError
 from ._events import Event, EventKind, Listener, emit, validate_listeners
 from ._outcome import Classifier, ExceptionSpec, Outcome, matches
 from ._strategy import Strategy
+from .stores import MemoryStore
 
 __all__ = ["CircuitBreaker", "CircuitState"]
 
@@ -99,6 +101,10 @@ class CircuitBreaker(Strategy):
         listeners: Callables that receive the `resilio.Event` objects of this breaker.
         clock: The clock to read; default the process clock (`resilio.testing`
             can swap it).
+        store: Where the state lives: None (the default) or a
+            `resilio.stores.MemoryStore` for this process's memory, or a `resilio.redis.RedisStore` to share one breaker,
+            found by ``name``, between every process that uses the store
+            (see docs/redis.md).
 
     Example:
         ```python
@@ -122,6 +128,21 @@ class CircuitBreaker(Strategy):
         "name",
     )
 
+    def __new__(cls, name: str | None = None, *, store: Any = None, **options: Any) -> Any:
+        # A breaker on a Redis store is the RedisCircuitBreaker subclass: the
+        # in-memory class and its hot path stay exactly as they are.
+        if store is None or isinstance(store, MemoryStore) or cls is not CircuitBreaker:
+            return super().__new__(cls)
+        redis_module = sys.modules.get("resilio.redis")
+        if redis_module is None or not isinstance(store, redis_module.RedisStore):
+            raise TypeError(
+                f"store= takes a resilio.redis.RedisStore (or None for this process's "
+                f"memory), got {store!r}"
+            )
+        from ._redis_breaker import RedisCircuitBreaker  # noqa: PLC0415 - needs the redis extra
+
+        return super().__new__(RedisCircuitBreaker)
+
     def __init__(
         self,
         name: str | None = None,
@@ -142,7 +163,10 @@ class CircuitBreaker(Strategy):
         ignore: ExceptionSpec | None = None,
         listeners: Iterable[Listener] | None = None,
         clock: Clock | None = None,
+        store: Any = None,
     ) -> None:
+        if store is not None and not isinstance(store, MemoryStore):
+            raise TypeError(f"store= of a {type(self).__name__} must be None, got {store!r}")
         if name is None:
             name = f"breaker-{next(_names)}"
         elif not isinstance(name, str) or not name:
@@ -278,6 +302,22 @@ class CircuitBreaker(Strategy):
             notices = self._core.take_notices()
         if notices:
             self._emit(notices)
+
+    async def state_async(self) -> CircuitState:
+        """Async twin of `state`: the only way to read a breaker on an async Redis client."""
+        return self.state
+
+    async def retry_after_async(self) -> float:
+        """Async twin of `retry_after`."""
+        return self.retry_after
+
+    async def isolate_async(self) -> None:
+        """Async twin of `isolate`."""
+        self.isolate()
+
+    async def reset_async(self) -> None:
+        """Async twin of `reset`."""
+        self.reset()
 
     def __repr__(self) -> str:
         return f"CircuitBreaker(name={self.name!r}, state={self._core.state!r})"
