@@ -56,6 +56,8 @@ CostArg = int | Callable[..., int]
 
 _monotonic_ns = time.monotonic_ns
 _NUMBERS = (int, float)
+# The usual cost; small ints are shared objects, so an identity test skips validation.
+_ONE = 1
 
 
 def _positive_number(name: str, value: object) -> float:
@@ -155,8 +157,10 @@ class RateLimiter(Strategy):
         self._allow_now: Callable[[str, int, int], bool]
         # A memory store never blocks: its async twins may take the sync fast path.
         self._memory = type(self._store) is MemoryStore
-        if self._memory and len(self._limits) == 1:
-            self._acquire_now, self._allow_now = self._store._bind(self._limits[0])
+        store = self._store
+        if isinstance(store, MemoryStore) and self._memory and len(self._limits) == 1:
+            # Exactly a MemoryStore (not a subclass): its decision bound to one limit.
+            self._acquire_now, self._allow_now = store._bind(self._limits[0])
         else:
             self._acquire_now = functools.partial(self._store.acquire, self._limits)
             self._allow_now = functools.partial(self._store.allow, self._limits)
@@ -233,7 +237,7 @@ class RateLimiter(Strategy):
         Raises:
             ValueError: ``cost`` is not positive or exceeds the capacity.
         """
-        if cost.__class__ is not int or not 0 < cost <= self._max_cost:
+        if cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost):
             self._bad_cost(cost)
         clock = self._clock or runtime.clock
         now = _monotonic_ns() // 1000 if type(clock) is SystemClock else round(clock.now() * US)
@@ -247,7 +251,7 @@ class RateLimiter(Strategy):
 
         The fastest way to ask. Args and errors as for `try_acquire`.
         """
-        if cost.__class__ is not int or not 0 < cost <= self._max_cost:
+        if cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost):
             self._bad_cost(cost)
         clock = self._clock or runtime.clock
         now = _monotonic_ns() // 1000 if type(clock) is SystemClock else round(clock.now() * US)
@@ -263,7 +267,7 @@ class RateLimiter(Strategy):
             key: Whose limit to inspect.
             cost: The cost to test.
         """
-        if cost.__class__ is not int or not 0 < cost <= self._max_cost:
+        if cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost):
             self._bad_cost(cost)
         clock = self._clock or runtime.clock
         return self._store.peek(self._limits, key, cost, self._now_us(clock))
@@ -274,7 +278,7 @@ class RateLimiter(Strategy):
 
     async def try_acquire_async(self, key: str = "", cost: int = 1) -> Decision:
         """Async twin of `try_acquire` (needed with stores on async clients)."""
-        if cost.__class__ is not int or not 0 < cost <= self._max_cost:
+        if cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost):
             self._bad_cost(cost)
         clock = self._clock or runtime.clock
         now = _monotonic_ns() // 1000 if type(clock) is SystemClock else round(clock.now() * US)
@@ -292,7 +296,7 @@ class RateLimiter(Strategy):
 
     async def peek_async(self, key: str = "", cost: int = 1) -> Decision:
         """Async twin of `peek`."""
-        if cost.__class__ is not int or not 0 < cost <= self._max_cost:
+        if cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost):
             self._bad_cost(cost)
         clock = self._clock or runtime.clock
         return await self._store.peek_async(self._limits, key, cost, self._now_us(clock))
@@ -330,7 +334,7 @@ class RateLimiter(Strategy):
                 when the cost would fit. Nothing is consumed.
             ValueError: ``cost`` is not positive or exceeds the capacity.
         """
-        if cost.__class__ is not int or not 0 < cost <= self._max_cost:
+        if cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost):
             self._bad_cost(cost)
         if timeout is not None and (timeout.__class__ not in _NUMBERS or timeout < 0):
             _check_timeout(timeout)
@@ -381,7 +385,7 @@ class RateLimiter(Strategy):
         timeout: float | None = None,  # noqa: ASYNC109 - bounds the wait for admission
     ) -> Decision:
         """Async twin of `acquire`; cancelling the task while it waits consumes nothing."""
-        if cost.__class__ is not int or not 0 < cost <= self._max_cost:
+        if cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost):
             self._bad_cost(cost)
         if timeout is not None and (timeout.__class__ not in _NUMBERS or timeout < 0):
             _check_timeout(timeout)

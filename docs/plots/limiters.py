@@ -15,12 +15,12 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend is chosen first
-import trio  # noqa: E402
-import trio.testing  # noqa: E402
+import matplotlib.pyplot as plt
+import trio
+import trio.testing
 
-from resilio._errors import RateLimitExceeded  # noqa: E402
-from resilio._limiter import (  # noqa: E402
+from resilio._errors import RateLimitExceeded
+from resilio._limiter import (
     FixedWindow,
     LeakyBucket,
     RateLimiter,
@@ -28,7 +28,7 @@ from resilio._limiter import (  # noqa: E402
     SlidingWindowLog,
     TokenBucket,
 )
-from resilio.testing import FakeClock  # noqa: E402
+from resilio.testing import FakeClock
 
 HERE = Path(__file__).parent
 DURATION = 6.0
@@ -46,6 +46,7 @@ def bursty_arrivals(seed: int = 3) -> list[float]:
 
 
 def admissions(limiter: RateLimiter, clock: FakeClock, arrivals: list[float]) -> list[float]:
+    """Ask ``limiter`` at each arrival time (never waiting); return the admitted times."""
     admitted = []
     for t in arrivals:
         clock.advance(max(0.0, t - clock.now()))
@@ -58,12 +59,15 @@ class TrioClock:
     """Trio's clock as a resilio clock: with trio's MockClock, sleeping takes no real time."""
 
     def now(self) -> float:
+        """Trio's current (virtual) time in seconds."""
         return float(trio.current_time())
 
     def sleep(self, seconds: float) -> None:
+        """Refuse: this script only uses the async API."""
         raise RuntimeError("only the async API is used here")
 
     async def sleep_async(self, seconds: float) -> None:
+        """Sleep on trio's clock."""
         await trio.sleep(seconds)
 
 
@@ -91,6 +95,7 @@ def shaped(arrivals: list[float]) -> list[float]:
 
 
 def plot(name: str, title: str, arrivals: list[float], admitted: list[float], note: str) -> None:
+    """Draw requests and admissions (cumulative, and per 0.1 s) into ``<name>.png``."""
     fig, (top, bottom) = plt.subplots(
         2, 1, figsize=(8, 4.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
     )
@@ -112,6 +117,7 @@ def plot(name: str, title: str, arrivals: list[float], admitted: list[float], no
 
 
 def main() -> None:
+    """Draw every algorithm on the same input."""
     arrivals = bursty_arrivals()
     cases: list[tuple[str, str, Any, str]] = [
         ("token-bucket", "TokenBucket(rate=10, per=1.0, capacity=10)",
