@@ -1,0 +1,208 @@
+"""Run resilio's Lua scripts on any redis-py client, surviving a lost script cache.
+
+A script runs by EVALSHA, so a call sends only the script's digest. When the
+server answers NOSCRIPT (after ``SCRIPT FLUSH``, a restart or a failover to a
+node that never saw the script) the call is sent again as EVAL, which runs the
+script and caches it on that node: no error reaches the caller, and the
+fallback costs one extra round trip once per node and flush.
+
+The helpers work the same on `redis.Redis`, `redis.cluster.RedisCluster`
+(EVALSHA is routed by its keys, so all keys of one call must share a hash
+slot) and their `redis.asyncio` twins. `AsyncScriptRunner` also coalesces
+the calls of concurrent tasks into pipelines, one round trip for many
+decisions, while a lone caller goes straight through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any, Final
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
+from redis.exceptions import NoScriptError
+
+__all__ = [
+    "AsyncScriptRunner",
+    "Script",
+    "client_flavour",
+    "client_timeout",
+    "run_script",
+    "run_script_async",
+]
+
+Arg = str | bytes | int
+
+
+class Script:
+    """A Lua script and its SHA1 digest.
+
+    Args:
+        name: The file name in ``resilio/lua/`` (without ``.lua``).
+    """
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        path = resources.files("resilio").joinpath("lua").joinpath(f"{name}.lua")
+        self.source = path.read_text("utf-8")
+        self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
+
+    def __repr__(self) -> str:
+        return f"<Script {self.name} {self.sha[:12]}>"
+
+
+SYNC_CLIENTS: Final = (redis.Redis, redis.cluster.RedisCluster)
+ASYNC_CLIENTS: Final = (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)
+
+
+def client_flavour(client: object) -> str:
+    """Return ``"sync"`` or ``"async"`` for a redis-py client, or raise TypeError."""
+    if isinstance(client, SYNC_CLIENTS):
+        return "sync"
+    if isinstance(client, ASYNC_CLIENTS):
+        return "async"
+    raise TypeError(
+        "expected a redis-py client: redis.Redis, redis.asyncio.Redis, "
+        f"redis.cluster.RedisCluster or redis.asyncio.cluster.RedisCluster; got {client!r}"
+    )
+
+
+def client_timeout(client: object) -> float | None:
+    """The socket timeout (seconds) the client's connections use, if any."""
+    kwargs: dict[str, Any]
+    if isinstance(client, (redis.Redis, redis.asyncio.Redis)):
+        kwargs = client.connection_pool.connection_kwargs
+    elif isinstance(client, redis.cluster.RedisCluster):
+        kwargs = client.nodes_manager.connection_kwargs
+    else:
+        kwargs = getattr(client, "connection_kwargs", {})
+    timeout = kwargs.get("socket_timeout")
+    return None if timeout is None else float(timeout)
+
+
+def run_script(client: Any, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    """Run ``script`` by EVALSHA on a sync client, falling back to EVAL on NOSCRIPT."""
+    try:
+        return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        return client.execute_command("EVAL", script.source, len(keys), *keys, *args)
+
+
+async def run_script_async(
+    client: Any, script: Script, keys: Sequence[str], args: Sequence[Arg]
+) -> Any:
+    """Async twin of `run_script`."""
+    try:
+        return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        return await client.execute_command("EVAL", script.source, len(keys), *keys, *args)
+
+
+Call = tuple[Sequence[str], Sequence[Arg], "asyncio.Future[Any]"]
+
+
+class AsyncScriptRunner:
+    """Run one script on an async client, batching concurrent calls into pipelines.
+
+    When nothing is in flight a call is sent at once, alone. Calls made while
+    another is in flight wait in a queue; when the round trip in flight ends,
+    the whole queue goes out as one pipeline (no transaction: each script is
+    atomic on its own). So a single caller pays no batching cost, and many
+    concurrent callers share round trips instead of each paying one.
+
+    A caller cancelled while its call is queued is dropped from the batch; one
+    cancelled while its call is on the wire cannot take it back (the server
+    may run it).
+
+    Args:
+        client: A `redis.asyncio.Redis` or `redis.asyncio.cluster.RedisCluster`.
+        script: The script to run.
+    """
+
+    __slots__ = ("_busy", "_client", "_flusher", "_loop", "_queue", "script")
+
+    def __init__(self, client: Any, script: Script) -> None:
+        self._client = client
+        self.script = script
+        self._busy = False
+        self._queue: list[Call] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """Run the script with ``keys`` and ``args``; return its reply."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            # A new event loop: whatever the old one had in flight is gone.
+            self._loop, self._busy, self._queue = loop, False, []
+        if self._busy:
+            future: asyncio.Future[Any] = loop.create_future()
+            self._queue.append((keys, args, future))
+            return await future
+        self._busy = True
+        try:
+            return await run_script_async(self._client, self.script, keys, args)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._queue:
+            assert self._loop is not None
+            self._flusher = self._loop.create_task(self._flush())
+        else:
+            self._busy = False
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                batch = [call for call in self._queue if not call[2].done()]
+                self._queue = []
+                if not batch:
+                    continue
+                try:
+                    replies = await self._pipeline(batch, "EVALSHA", self.script.sha)
+                    missing = [
+                        i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)
+                    ]
+                    if missing:
+                        again = await self._pipeline(
+                            [batch[i] for i in missing], "EVAL", self.script.source
+                        )
+                        for i, reply in zip(missing, again, strict=True):
+                            replies[i] = reply
+                except Exception as exc:  # every caller of the batch gets the failure
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                except BaseException:  # cancelled with its loop: so are its callers
+                    for _, _, future in batch:
+                        future.cancel()
+                    raise
+                for (_, _, future), reply in zip(batch, replies, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(reply, Exception):
+                        future.set_exception(reply)
+                    else:
+                        future.set_result(reply)
+        finally:
+            # Empty unless the flush itself was cancelled: nobody is left to send these.
+            for _, _, future in self._queue:
+                future.cancel()
+            self._queue = []
+            self._busy = False
+            self._flusher = None
+
+    async def _pipeline(self, batch: list[Call], command: str, script: str) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for keys, args, _ in batch:
+            pipe.execute_command(command, script, len(keys), *keys, *args)
+        return list(await pipe.execute(raise_on_error=False))

@@ -1,0 +1,414 @@
+"""Rate limits shared by every process and host: limiter state in Redis.
+
+`RedisStore` plugs into any resilio rate limiter through ``store=``::
+
+    import redis
+    import resilio
+    from resilio.redis import RedisStore
+
+    client = redis.Redis(host="redis", socket_timeout=0.5)
+    limiter = resilio.TokenBucket(rate=10, per=1.0, capacity=20, store=RedisStore(client))
+
+Each decision is one atomic Lua script and one round trip, running the same
+integer algorithms as the in-memory store, so both give the same answers.
+Time comes from the Redis server (``TIME``), so clock skew between hosts
+does not matter. See the deployment guide (docs/redis.md) for Cluster,
+Sentinel, timeouts, the failure policy and the key layout.
+"""
+
+from __future__ import annotations
+
+try:
+    import redis
+except ImportError as exc:  # pragma: no cover - exercised without the extra
+    raise ImportError(
+        "resilio.redis needs the redis package: install it with pip install 'resilio[redis]'"
+    ) from exc
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from typing import Any, Final, Literal
+
+import anyio.to_thread
+
+from ._core.limiters import US, Algorithm, Decision, Verdict, combine, make_decision
+from ._errors import ResilioError
+from ._redis_scripts import (
+    AsyncScriptRunner,
+    Script,
+    client_flavour,
+    client_timeout,
+    run_script,
+)
+from .stores import MemoryStore, Store
+
+__all__ = ["RedisStore", "RedisUnavailableError"]
+
+OnError = Literal["closed", "open", "local"]
+TimeSource = Literal["server", "caller"]
+
+logger = logging.getLogger("resilio.redis")
+
+_LIMITER: Final = Script("limiter")
+_KINDS: Final = {
+    "gcra": "g",
+    "leaky": "l",
+    "fixed_window": "f",
+    "sliding_window": "s",
+    "sliding_log": "o",
+}
+_CONSUME: Final = b"1"
+_LOOK: Final = b"0"
+_SERVER_TIME: Final = b""
+
+# What counts as "Redis is unavailable": the failure policy applies to these.
+# Other errors (a WRONGTYPE from a key shared with another program, a bug)
+# are not outages and propagate unchanged.
+_FAILURES: Final = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.RedisClusterException,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.OutOfMemoryError,
+    OSError,
+)
+
+
+class RedisUnavailableError(ResilioError):
+    """Redis could not decide (down, timed out, failing over) and the store fails closed.
+
+    The Redis error that caused it is chained as ``__cause__``.
+    """
+
+
+class _Plan:
+    """How one tuple of limits maps to keys and script arguments; built once, reused."""
+
+    __slots__ = ("args", "capacities", "capacity", "suffixes")
+
+    def __init__(self, limits: Sequence[Algorithm]) -> None:
+        suffixes: list[str] = []
+        args: list[bytes] = []
+        for limit in limits:
+            kind = _KINDS.get(limit.kind)
+            if kind is None:
+                raise TypeError(f"RedisStore cannot run the {limit.kind!r} algorithm of {limit!r}")
+            suffixes.append(f"}}:{limit.name}")
+            if kind == "o":
+                suffixes.append(f"}}:{limit.name}:total")
+            args += [kind.encode(), *(str(param).encode() for param in limit.params)]
+        self.suffixes = tuple(suffixes)
+        self.args = tuple(args)
+        self.capacities = [limit.capacity for limit in limits]
+        self.capacity = min(self.capacities)
+
+    def decision(self, reply: Sequence[int]) -> Decision:
+        if len(reply) == 4:
+            return make_decision(
+                reply[0] == 1, reply[1], reply[2] / US, reply[3] / US, self.capacities[0]
+            )
+        verdicts: list[Verdict] = [
+            (reply[i] == 1, reply[i + 1], reply[i + 2], reply[i + 3])
+            for i in range(0, len(reply), 4)
+        ]
+        return combine(verdicts, self.capacities)
+
+
+def _hash_tag(key: str) -> str:
+    # Braces would end the {hash tag} early: escape them (and the escape character).
+    if "{" in key or "}" in key or "%" in key:
+        return key.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+    return key
+
+
+class RedisStore:
+    """Rate limiter state in Redis, shared by every process that uses the same keys.
+
+    Works with `redis.Redis` (also as returned by Sentinel's ``master_for``),
+    `redis.cluster.RedisCluster`, and their `redis.asyncio` twins. On an async
+    client only the limiters' ``_async`` methods work; the sync ones raise
+    `TypeError`. On a sync client the async methods run the call in a worker
+    thread, so they never block the event loop.
+
+    Every key is ``<prefix>{<user key>}:<limit name>``: the braces are the
+    Redis Cluster hash tag, so all limits of one decision live in one slot,
+    while different user keys spread over the cluster. Every key written has
+    a TTL that ends when its state is back to the initial one.
+
+    Args:
+        client: The redis-py client. Its ``socket_timeout`` must be set (in
+            seconds), so a dead or frozen Redis cannot hang a request.
+        prefix: Put before every key; must not contain ``{`` or ``}``.
+        on_error: What a decision does when Redis is unreachable, times out
+            or is failing over: ``"closed"`` (the default) raises
+            `RedisUnavailableError`, so nothing is admitted that Redis did not
+            count; ``"open"`` admits every request; ``"local"`` decides with
+            an in-memory store in this process (each process then applies
+            the full limit on its own).
+        recovery_time: Seconds during which, after a failure, the store does
+            not ask Redis again and applies ``on_error`` at once; the next
+            request after that tries Redis again.
+        time_source: ``"server"`` (the default) reads the Redis server's
+            clock in the script, so client clocks do not matter;
+            ``"caller"`` uses the time the limiter passes in (its own clock),
+            for tests with a fake clock or a single host.
+    """
+
+    __slots__ = (
+        "_async",
+        "_client",
+        "_down_until",
+        "_fallback",
+        "_last_error",
+        "_names",
+        "_on_error",
+        "_plans",
+        "_prefix",
+        "_recovery_time",
+        "_runner",
+        "_server_time",
+    )
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        prefix: str = "resilio:",
+        on_error: OnError = "closed",
+        recovery_time: float = 1.0,
+        time_source: TimeSource = "server",
+    ) -> None:
+        flavour = client_flavour(client)
+        timeout = client_timeout(client)
+        if timeout is None or not math.isfinite(timeout):
+            raise ValueError(
+                "the Redis client has no socket_timeout, so a dead Redis could hang every "
+                "request: create it with a timeout in seconds, for example "
+                "redis.Redis(..., socket_timeout=0.5)"
+            )
+        if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
+            raise ValueError(f"prefix must be a string without braces, got {prefix!r}")
+        if on_error not in ("closed", "open", "local"):
+            raise ValueError(f"on_error must be 'closed', 'open' or 'local', got {on_error!r}")
+        if time_source not in ("server", "caller"):
+            raise ValueError(f"time_source must be 'server' or 'caller', got {time_source!r}")
+        if (
+            isinstance(recovery_time, bool)
+            or not isinstance(recovery_time, (int, float))
+            or not 0 <= recovery_time < math.inf
+        ):
+            raise ValueError(
+                f"recovery_time must be a finite number of seconds >= 0, got {recovery_time!r}"
+            )
+        self._client = client
+        self._async = flavour == "async"
+        self._runner = AsyncScriptRunner(client, _LIMITER) if self._async else None
+        self._prefix = prefix
+        self._on_error = on_error
+        self._recovery_time = float(recovery_time)
+        self._server_time = time_source == "server"
+        self._fallback: Store | None = MemoryStore() if on_error == "local" else None
+        self._plans: dict[tuple[Algorithm, ...], _Plan] = {}
+        self._names: dict[str, tuple[str, tuple[int, ...]]] = {}
+        self._down_until = 0.0
+        self._last_error: BaseException | None = None
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self._client!r}, prefix={self._prefix!r}, on_error={self._on_error!r})"
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client this store talks through."""
+        return self._client
+
+    @property
+    def prefix(self) -> str:
+        """The prefix of every key this store writes."""
+        return self._prefix
+
+    # -- plumbing ---------------------------------------------------------
+
+    def _plan_for(self, limits: Sequence[Algorithm]) -> _Plan:
+        plan = self._plans.get(limits) if limits.__class__ is tuple else None
+        return plan if plan is not None else self._plan(limits)
+
+    def _plan(self, limits: Sequence[Algorithm]) -> _Plan:
+        for limit in limits:
+            seen = self._names.setdefault(limit.name, (limit.kind, limit.params))
+            if seen != (limit.kind, limit.params):
+                raise ValueError(
+                    f"two different limits share the name {limit.name!r} in one store: "
+                    "give each limiter its own name="
+                )
+        plan = self._plans[tuple(limits)] = _Plan(limits)
+        return plan
+
+    def _keys(self, plan: _Plan, key: str) -> list[str]:
+        head = f"{self._prefix}{{{_hash_tag(key)}"
+        return [head + suffix for suffix in plan.suffixes]
+
+    def _args(self, plan: _Plan, cost: int, now: int, mode: bytes) -> tuple[Any, ...]:
+        return (_SERVER_TIME if self._server_time else now, cost, mode, *plan.args)
+
+    def _sync_only(self) -> None:
+        raise TypeError(
+            "this RedisStore wraps an async client (redis.asyncio): use the limiter's async "
+            "methods (try_acquire_async, acquire_async, peek_async, reset_async) or give "
+            "the store a sync client"
+        )
+
+    def _is_down(self) -> bool:
+        if time.monotonic() < self._down_until:
+            return True
+        self._down_until = 0.0
+        return False
+
+    def _failed(self, exc: BaseException) -> None:
+        if self._last_error is None:
+            logger.warning(
+                "Redis is unavailable (%r); the rate limiter store fails %s for %.3g s",
+                exc,
+                self._on_error,
+                self._recovery_time,
+            )
+        self._last_error = exc
+        self._down_until = time.monotonic() + self._recovery_time
+
+    def _recovered(self) -> None:
+        logger.info("Redis is available again; the rate limiter store uses it")
+        self._last_error = None
+        self._down_until = 0.0
+
+    def _unavailable(self, key: str) -> RedisUnavailableError:
+        error = RedisUnavailableError(
+            f"Redis could not decide for key {key!r} and the store fails closed: "
+            f"{self._last_error!r}"
+        )
+        error.__cause__ = self._last_error
+        return error
+
+    def _degraded(
+        self, limits: Sequence[Algorithm], plan: _Plan, key: str, cost: int, now: int, mode: bytes
+    ) -> Decision:
+        if self._on_error == "closed":
+            raise self._unavailable(key)
+        if self._fallback is not None:
+            if mode is _CONSUME:
+                return self._fallback.acquire(limits, key, cost, now)
+            return self._fallback.peek(limits, key, cost, now)
+        return make_decision(True, plan.capacity - cost, 0.0, 0.0, plan.capacity)
+
+    def _decide(
+        self, limits: Sequence[Algorithm], key: str, cost: int, now: int, mode: bytes
+    ) -> Decision:
+        if self._async:
+            self._sync_only()
+        plan = self._plan_for(limits)
+        if self._down_until and self._is_down():
+            return self._degraded(limits, plan, key, cost, now, mode)
+        try:
+            reply = run_script(
+                self._client, _LIMITER, self._keys(plan, key), self._args(plan, cost, now, mode)
+            )
+        except _FAILURES as exc:
+            self._failed(exc)
+            return self._degraded(limits, plan, key, cost, now, mode)
+        if self._last_error is not None:
+            self._recovered()
+        return plan.decision(reply)
+
+    async def _decide_async(
+        self, limits: Sequence[Algorithm], key: str, cost: int, now: int, mode: bytes
+    ) -> Decision:
+        if self._runner is None:
+            return await anyio.to_thread.run_sync(self._decide, limits, key, cost, now, mode)
+        plan = self._plan_for(limits)
+        if self._down_until and self._is_down():
+            return self._degraded(limits, plan, key, cost, now, mode)
+        try:
+            reply = await self._runner(self._keys(plan, key), self._args(plan, cost, now, mode))
+        except _FAILURES as exc:
+            self._failed(exc)
+            return self._degraded(limits, plan, key, cost, now, mode)
+        if self._last_error is not None:
+            self._recovered()
+        return plan.decision(reply)
+
+    def _reset_keys(self, limits: Sequence[Algorithm], key: str) -> list[str] | None:
+        """The keys to delete, or None when Redis is down and the policy was applied."""
+        plan = self._plan_for(limits)
+        if self._down_until and self._is_down():
+            self._reset_degraded(limits, key)
+            return None
+        return self._keys(plan, key)
+
+    def _reset_degraded(self, limits: Sequence[Algorithm], key: str) -> None:
+        if self._on_error == "closed":
+            raise self._unavailable(key)
+        if self._fallback is not None:
+            self._fallback.reset(limits, key)
+
+    # -- the Store protocol ------------------------------------------------
+
+    def acquire(self, limits: Sequence[Algorithm], key: str, cost: int, now: int) -> Decision:
+        """See `resilio.stores.Store.acquire`."""
+        return self._decide(limits, key, cost, now, _CONSUME)
+
+    def allow(self, limits: Sequence[Algorithm], key: str, cost: int, now: int) -> bool:
+        """See `resilio.stores.Store.allow`."""
+        return self._decide(limits, key, cost, now, _CONSUME)[0]  # type: ignore[no-any-return]
+
+    def peek(self, limits: Sequence[Algorithm], key: str, cost: int, now: int) -> Decision:
+        """See `resilio.stores.Store.peek`."""
+        return self._decide(limits, key, cost, now, _LOOK)
+
+    def reset(self, limits: Sequence[Algorithm], key: str) -> None:
+        """See `resilio.stores.Store.reset`."""
+        if self._async:
+            self._sync_only()
+        keys = self._reset_keys(limits, key)
+        if keys is None:
+            return
+        try:
+            self._client.execute_command("DEL", *keys)
+        except _FAILURES as exc:
+            self._failed(exc)
+            self._reset_degraded(limits, key)
+        if self._fallback is not None:
+            self._fallback.reset(limits, key)
+
+    async def acquire_async(
+        self, limits: Sequence[Algorithm], key: str, cost: int, now: int
+    ) -> Decision:
+        """See `resilio.stores.Store.acquire_async`."""
+        return await self._decide_async(limits, key, cost, now, _CONSUME)
+
+    async def allow_async(self, limits: Sequence[Algorithm], key: str, cost: int, now: int) -> bool:
+        """See `resilio.stores.Store.allow_async`."""
+        return (await self._decide_async(limits, key, cost, now, _CONSUME))[0]  # type: ignore[no-any-return]
+
+    async def peek_async(
+        self, limits: Sequence[Algorithm], key: str, cost: int, now: int
+    ) -> Decision:
+        """See `resilio.stores.Store.peek_async`."""
+        return await self._decide_async(limits, key, cost, now, _LOOK)
+
+    async def reset_async(self, limits: Sequence[Algorithm], key: str) -> None:
+        """See `resilio.stores.Store.reset_async`."""
+        if not self._async:
+            await anyio.to_thread.run_sync(self.reset, limits, key)
+            return
+        keys = self._reset_keys(limits, key)
+        if keys is None:
+            return
+        try:
+            await self._client.execute_command("DEL", *keys)
+        except _FAILURES as exc:
+            self._failed(exc)
+            self._reset_degraded(limits, key)
+        if self._fallback is not None:
+            self._fallback.reset(limits, key)
