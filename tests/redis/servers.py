@@ -331,6 +331,9 @@ class DelayProxy:
     def close(self) -> None:
         """Stop accepting and close every connection."""
         self._closed.set()
+        # Closing a listening socket does not wake a thread blocked in accept(): shut it down.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         for sock in self._sockets:
             with contextlib.suppress(OSError):
