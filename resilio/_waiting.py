@@ -10,6 +10,7 @@ task is woken through its own event loop when the waker runs elsewhere.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -78,15 +79,14 @@ class TaskWaiter(Waiter):
 
 def _loop_scheduler() -> Callable[[Callable[[], None]], object]:
     """Return a thread-safe 'run soon in the current event loop' function."""
-    import sniffio
+    try:
+        return asyncio.get_running_loop().call_soon_threadsafe
+    except RuntimeError:
+        pass
+    # Not asyncio: anyio's only other backend is trio, an optional dependency.
+    import trio
 
-    if sniffio.current_async_library() == "trio":
-        import trio
-
-        return trio.lowlevel.current_trio_token().run_sync_soon
-    import asyncio
-
-    return asyncio.get_running_loop().call_soon_threadsafe
+    return trio.lowlevel.current_trio_token().run_sync_soon
 
 
 class Line:

@@ -7,17 +7,75 @@ clock). The Redis store adds itself by extending ``STORES``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import anyio.lowlevel
 import pytest
 
+from resilio._core.limiters import Algorithm, Decision
 from resilio._limiter import RateLimiter
 from resilio.stores import MemoryStore, Store
 from resilio.testing import FakeClock
 
+
+class ProxyStore:
+    """A store that is not a MemoryStore: limiters take their generic paths through it.
+
+    Its async methods yield to the event loop before answering, like a store on
+    the network; with ``async_only`` its sync methods refuse, like a store built
+    on an async client.
+    """
+
+    def __init__(self, *, async_only: bool = False) -> None:
+        self.inner = MemoryStore()
+        self.async_only = async_only
+        self.calls = 0
+
+    def _sync(self) -> MemoryStore:
+        if self.async_only:
+            raise TypeError("this store has an async client: use the limiter's _async methods")
+        self.calls += 1
+        return self.inner
+
+    def acquire(self, limits: Sequence[Algorithm], key: str, cost: int, now: int) -> Decision:
+        return self._sync().acquire(limits, key, cost, now)
+
+    def allow(self, limits: Sequence[Algorithm], key: str, cost: int, now: int) -> bool:
+        return self._sync().allow(limits, key, cost, now)
+
+    def peek(self, limits: Sequence[Algorithm], key: str, cost: int, now: int) -> Decision:
+        return self._sync().peek(limits, key, cost, now)
+
+    def reset(self, limits: Sequence[Algorithm], key: str) -> None:
+        self._sync().reset(limits, key)
+
+    async def acquire_async(
+        self, limits: Sequence[Algorithm], key: str, cost: int, now: int
+    ) -> Decision:
+        await anyio.lowlevel.checkpoint()
+        self.calls += 1
+        return self.inner.acquire(limits, key, cost, now)
+
+    async def allow_async(self, limits: Sequence[Algorithm], key: str, cost: int, now: int) -> bool:
+        await anyio.lowlevel.checkpoint()
+        self.calls += 1
+        return self.inner.allow(limits, key, cost, now)
+
+    async def peek_async(
+        self, limits: Sequence[Algorithm], key: str, cost: int, now: int
+    ) -> Decision:
+        await anyio.lowlevel.checkpoint()
+        self.calls += 1
+        return self.inner.peek(limits, key, cost, now)
+
+    async def reset_async(self, limits: Sequence[Algorithm], key: str) -> None:
+        await anyio.lowlevel.checkpoint()
+        self.inner.reset(limits, key)
+
+
 # name -> factory of a fresh, empty store. Other stores register here.
-STORES: dict[str, Callable[[], Store]] = {"memory": MemoryStore}
+STORES: dict[str, Callable[[], Store]] = {"memory": MemoryStore, "proxy": ProxyStore}
 
 
 @pytest.fixture(params=sorted(STORES))
@@ -52,7 +110,11 @@ class Api:
         return await limiter.allow_async(key, cost)
 
     async def acquire(
-        self, limiter: RateLimiter, key: str = "", cost: int = 1, timeout: float | None = None
+        self,
+        limiter: RateLimiter,
+        key: str = "",
+        cost: int = 1,
+        timeout: float | None = None,  # noqa: ASYNC109 - passed through to the limiter
     ) -> Any:
         if self.flavour == "sync":
             return limiter.acquire(key, cost, timeout)

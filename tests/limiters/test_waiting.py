@@ -196,7 +196,8 @@ async def test_a_timed_out_waiter_does_not_block_those_behind(store: Store) -> N
     assert queued(limiter) == 0
 
 
-def test_thread_and_task_share_one_line(store: Store) -> None:
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_thread_and_task_share_one_line(store: Store, backend: str) -> None:
     limiter = TokenBucket(rate=50, per=1.0, capacity=1, store=store)
     assert limiter.try_acquire("k").allowed
     order: list[str] = []
@@ -215,7 +216,7 @@ def test_thread_and_task_share_one_line(store: Store) -> None:
         await limiter.acquire_async("k", 1, 5.0)
         order.append("task")
 
-    anyio.run(main)
+    anyio.run(main, backend=backend)
     thread.join(5)
     assert order == ["thread", "task"]
 

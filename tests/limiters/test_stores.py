@@ -1,0 +1,79 @@
+"""The store protocol from the limiter's side, and the memory store's own guarantees."""
+
+from __future__ import annotations
+
+import pytest
+
+from resilio._core.limiters import US, FixedWindowAlgorithm, GcraAlgorithm
+from resilio._errors import RateLimitExceeded
+from resilio._limiter import AllOf, FixedWindow, TokenBucket
+from resilio.stores import MemoryStore, Store
+from resilio.testing import FakeClock
+
+from .conftest import ProxyStore
+
+
+def test_stores_satisfy_the_protocol() -> None:
+    assert isinstance(MemoryStore(), Store)
+    assert isinstance(ProxyStore(), Store)
+
+
+def test_an_async_only_store_refuses_sync_calls_clearly() -> None:
+    limiter = TokenBucket(rate=1, store=ProxyStore(async_only=True), clock=FakeClock())
+    for call in (limiter.try_acquire, limiter.allow, limiter.peek, limiter.acquire):
+        with pytest.raises(TypeError, match="async"):
+            call("k")
+
+
+@pytest.mark.anyio
+async def test_an_async_only_store_serves_the_async_api() -> None:
+    store = ProxyStore(async_only=True)
+    clock = FakeClock()
+    limiter = TokenBucket(rate=1, capacity=1, store=store, clock=clock)
+    assert (await limiter.try_acquire_async("k")).allowed
+    assert not await limiter.allow_async("k")
+    assert (await limiter.peek_async("k")).retry_after == pytest.approx(1.0)
+    assert (await limiter.acquire_async("k", 1, 2.0)).allowed
+    assert clock.sleeps == [pytest.approx(1.0)]
+    with pytest.raises(RateLimitExceeded):
+        await limiter.acquire_async("k", 1, 0.5)
+    await limiter.reset_async("k")
+    assert (await limiter.try_acquire_async("k")).allowed
+    async with limiter.limit(key="other"):
+        pass
+    assert store.calls > 0
+
+
+def test_memory_store_time_never_runs_backwards() -> None:
+    store = MemoryStore()
+    window = FixedWindowAlgorithm(limit=1, window=10 * US)
+    assert store.acquire([window], "k", 1, 15 * US).allowed  # window [10, 20)
+    # A decision arriving late with an earlier time is made at the latest time seen.
+    late = store.acquire([window], "k", 1, 5 * US)
+    assert not late.allowed
+    assert late.retry_after == pytest.approx(5.0)
+
+
+def test_memory_store_sweeps_as_a_side_effect_of_traffic() -> None:
+    store = MemoryStore(sweep_every=4)
+    bucket = GcraAlgorithm(interval=10, capacity=1)
+    for i in range(4):
+        store.allow([bucket], f"k{i}", 1, 1_000)
+    assert len(store) == 4  # the fourth operation swept, but every bucket was still draining
+    # The next sweep is due once the operations since the last one reach the
+    # number of keys held (at least sweep_every): at the eighth operation.
+    for _ in range(4):
+        store.allow([bucket], "hot", 1, 2_000)  # the other buckets are full again by now
+    assert len(store) == 1
+    assert not store.allow([bucket], "hot", 1, 2_000)
+
+
+def test_all_of_shares_a_store_with_its_parts_only_by_name() -> None:
+    store = MemoryStore()
+    clock = FakeClock()
+    minute = FixedWindow(limit=2, window=60.0, store=store, clock=clock, name="minute")
+    both = AllOf(minute, TokenBucket(rate=10, store=store, clock=clock), store=store, clock=clock)
+    assert both.try_acquire("k").allowed
+    assert minute.peek("k").remaining == 0  # one used through AllOf, one would be by this peek
+    assert minute.try_acquire("k").allowed
+    assert not both.try_acquire("k").allowed
