@@ -102,9 +102,10 @@ class CircuitBreaker(Strategy):
         clock: The clock to read; default the process clock (`resilio.testing`
             can swap it).
         store: Where the state lives: None (the default) or a
-            `resilio.stores.MemoryStore` for this process's memory, or a `resilio.redis.RedisStore` to share one breaker,
-            found by ``name``, between every process that uses the store
-            (see docs/redis.md).
+            `resilio.stores.MemoryStore` for this process's memory, or a
+            `resilio.redis.RedisStore` to share one breaker, found by
+            ``name``, between every process that uses the store (see
+            docs/redis.md).
 
     Example:
         ```python
@@ -139,7 +140,7 @@ class CircuitBreaker(Strategy):
                 f"store= takes a resilio.redis.RedisStore (or None for this process's "
                 f"memory), got {store!r}"
             )
-        from ._redis_breaker import RedisCircuitBreaker  # noqa: PLC0415 - needs the redis extra
+        from ._redis_breaker import RedisCircuitBreaker  # needs the redis extra: import on use
 
         return super().__new__(RedisCircuitBreaker)
 

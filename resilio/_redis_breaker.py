@@ -159,7 +159,8 @@ class RedisCircuitBreaker(CircuitBreaker):
         self._open_until = 0.0
 
     def __repr__(self) -> str:
-        return f"CircuitBreaker(name={self.name!r}, store=RedisStore(prefix={self._store.prefix!r}))"
+        prefix = self._store.prefix
+        return f"CircuitBreaker(name={self.name!r}, store=RedisStore(prefix={prefix!r}))"
 
     @property
     def store(self) -> RedisStore:
@@ -198,9 +199,7 @@ class RedisCircuitBreaker(CircuitBreaker):
     ) -> list[Any] | None:
         runner = self._runner
         if runner is None:
-            return await anyio.to_thread.run_sync(
-                lambda: self._run(step, now, extra, force=force)
-            )
+            return await anyio.to_thread.run_sync(lambda: self._run(step, now, extra, force=force))
         store = self._store
         if store._down_until and not force and store._is_down():
             return None
@@ -399,7 +398,7 @@ class RedisCircuitBreaker(CircuitBreaker):
 
     @property
     def retry_after(self) -> float:
-        """Seconds until a call may be admitted, read from Redis (see `CircuitBreaker.retry_after`)."""
+        """Seconds until a call may be admitted, read from Redis (see `CircuitBreaker`)."""
         return self._look()[1]
 
     async def state_async(self) -> CircuitState:
@@ -495,9 +494,7 @@ class RedisCircuitBreaker(CircuitBreaker):
         return breaker_call
 
     def _checks_results(self) -> bool:
-        return self._on.checks_results or (
-            self._ignore is not None and self._ignore.checks_results
-        )
+        return self._on.checks_results or (self._ignore is not None and self._ignore.checks_results)
 
     def __enter__(self) -> CircuitBreaker:
         self._sync_only("`with breaker:`", "`async with breaker:`")

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import anyio
+import anyio.lowlevel
 import pytest
 import redis
 import redis.asyncio
@@ -64,7 +65,7 @@ async def test_a_slow_redis_never_blocks_the_loop(
 
     @breaker
     async def work(number: int) -> int:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         if number % 2:
             raise Boom
         return number

@@ -149,7 +149,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def h(kind: str, api: str, request: pytest.FixtureRequest, prefix: str, clock: FakeClock) -> Harness:
+def h(
+    kind: str, api: str, request: pytest.FixtureRequest, prefix: str, clock: FakeClock
+) -> Harness:
     store = None
     if kind != "memory":
         client = request.getfixturevalue(CLIENTS[kind])
