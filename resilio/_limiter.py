@@ -104,6 +104,24 @@ class RateLimiter(Strategy):
     already waiting (nobody barges in), only the first in line sleeps, and a
     caller that times out or is cancelled consumes nothing and wakes the next.
     `try_acquire` does not queue: it answers from the store at once.
+
+    Build one of `TokenBucket`, `LeakyBucket`, `FixedWindow`, `SlidingWindow`,
+    `SlidingWindowLog` or `AllOf`; this base class takes the algorithm objects
+    they make.
+
+    Args:
+        limits: The algorithms to apply, all or nothing, to every request.
+        max_queued: The most cost allowed to wait per key in `acquire`, or
+            ``None`` for no bound.
+        name: Names this limiter's state in its store (limiters with the same
+            name and store share state); defaults to one derived from the
+            algorithm and its parameters.
+        store: Where the state lives; defaults to a new `MemoryStore`.
+        clock: The clock to read and sleep on; defaults to ``runtime.clock``.
+        listeners: Callables that receive this limiter's events.
+        timeout: Seconds the decorator, pipeline and ``with`` forms wait for
+            admission: ``0`` (the default) rejects at once with
+            `RateLimitExceeded`, ``None`` waits as long as it takes.
     """
 
     __slots__ = (
@@ -155,11 +173,12 @@ class RateLimiter(Strategy):
         self._lines = Lines()
         self._acquire_now: Callable[[str, int, int], Decision]
         self._allow_now: Callable[[str, int, int], bool]
-        # A memory store never blocks: its async twins may take the sync fast path.
-        self._memory = type(self._store) is MemoryStore
+        # Exactly a MemoryStore (a subclass may do anything): it never blocks, so
+        # the async forms may call it directly, and for one limit it offers its
+        # decision pre-bound (the hottest path in resilio).
         store = self._store
-        if isinstance(store, MemoryStore) and self._memory and len(self._limits) == 1:
-            # Exactly a MemoryStore (not a subclass): its decision bound to one limit.
+        self._memory = type(store) is MemoryStore
+        if self._memory and isinstance(store, MemoryStore) and len(self._limits) == 1:
             self._acquire_now, self._allow_now = store._bind(self._limits[0])
         else:
             self._acquire_now = functools.partial(self._store.acquire, self._limits)
@@ -331,7 +350,8 @@ class RateLimiter(Strategy):
         Raises:
             RateLimitExceeded: Admission cannot happen within ``timeout``;
                 raised at once when that is certain. Its ``retry_after`` says
-                when the cost would fit. Nothing is consumed.
+                when the cost would fit (``0.0`` when it fits now but others
+                are waiting ahead). Nothing is consumed.
             ValueError: ``cost`` is not positive or exceeds the capacity.
         """
         if cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost):
@@ -540,19 +560,6 @@ class LimitedCall(Strategy):
         return None
 
 
-_OPTIONS_DOC = """
-        name: Names this limiter's state in its store (limiters with the same
-            name and store share state); defaults to one derived from the
-            algorithm and its parameters.
-        store: Where the state lives; defaults to a new `MemoryStore`.
-        clock: The clock to read and sleep on; defaults to ``runtime.clock``.
-        listeners: Callables that receive this limiter's events.
-        timeout: Seconds the decorator, pipeline and ``with`` forms wait for
-            admission: ``0`` (the default) rejects at once with
-            `RateLimitExceeded`, ``None`` waits as long as it takes.
-"""
-
-
 def _split_rate(
     spec: str | None, first: float | int | None, period: float | None, what: tuple[str, str]
 ) -> tuple[float, float]:
@@ -573,8 +580,7 @@ def _split_rate(
 
 
 class TokenBucket(RateLimiter):
-    (
-        """A token bucket: bursts up to ``capacity``, refilled at ``rate`` per ``per`` seconds.
+    """A token bucket: bursts up to ``capacity``, refilled at ``rate`` per ``per`` seconds.
 
     Implemented as GCRA (one timestamp per key, exact, O(1) memory). The
     emission interval ``per / rate`` is rounded up to a whole microsecond, so
@@ -587,9 +593,16 @@ class TokenBucket(RateLimiter):
         per: The period, in seconds.
         capacity: The bucket size, the largest burst; defaults to ``rate``
             (rounded up).
+        name: Names this limiter's state in its store (limiters with the same
+            name and store share state); defaults to one derived from the
+            algorithm and its parameters.
+        store: Where the state lives; defaults to a new `MemoryStore`.
+        clock: The clock to read and sleep on; defaults to ``runtime.clock``.
+        listeners: Callables that receive this limiter's events.
+        timeout: Seconds the decorator, pipeline and ``with`` forms wait for
+            admission: ``0`` (the default) rejects at once with
+            `RateLimitExceeded`, ``None`` waits as long as it takes.
     """
-        + _OPTIONS_DOC
-    )
 
     __slots__ = ()
 
@@ -619,8 +632,7 @@ class TokenBucket(RateLimiter):
 
 
 class LeakyBucket(RateLimiter):
-    (
-        """A leaky bucket as a shaper: admissions leave at a constant rate, with no burst.
+    """A leaky bucket as a shaper: admissions leave at a constant rate, with no burst.
 
     A request is admitted only when the previous one has drained (``cost``
     intervals of ``per / rate`` seconds each). Callers that `acquire` wait in
@@ -633,9 +645,16 @@ class LeakyBucket(RateLimiter):
         per: The period, in seconds.
         capacity: The most cost allowed to wait in the queue (per key); also
             the largest cost of one request. Defaults to ``rate`` (rounded up).
+        name: Names this limiter's state in its store (limiters with the same
+            name and store share state); defaults to one derived from the
+            algorithm and its parameters.
+        store: Where the state lives; defaults to a new `MemoryStore`.
+        clock: The clock to read and sleep on; defaults to ``runtime.clock``.
+        listeners: Callables that receive this limiter's events.
+        timeout: Seconds the decorator, pipeline and ``with`` forms wait for
+            admission: ``0`` (the default) rejects at once with
+            `RateLimitExceeded`, ``None`` waits as long as it takes.
     """
-        + _OPTIONS_DOC
-    )
 
     __slots__ = ()
 
@@ -712,8 +731,7 @@ class _WindowLimiter(RateLimiter):
 
 
 class FixedWindow(_WindowLimiter):
-    (
-        """At most ``limit`` units per window of ``window`` seconds.
+    """At most ``limit`` units per window of ``window`` seconds.
 
     Windows are aligned on multiples of ``window`` on the clock, so every
     key's windows start together. Cheap and predictable, but up to
@@ -723,17 +741,23 @@ class FixedWindow(_WindowLimiter):
         limit_spec: Optional limit string such as ``"100/minute"``.
         limit: Units admitted per window.
         window: The window length, in seconds.
+        name: Names this limiter's state in its store (limiters with the same
+            name and store share state); defaults to one derived from the
+            algorithm and its parameters.
+        store: Where the state lives; defaults to a new `MemoryStore`.
+        clock: The clock to read and sleep on; defaults to ``runtime.clock``.
+        listeners: Callables that receive this limiter's events.
+        timeout: Seconds the decorator, pipeline and ``with`` forms wait for
+            admission: ``0`` (the default) rejects at once with
+            `RateLimitExceeded`, ``None`` waits as long as it takes.
     """
-        + _OPTIONS_DOC
-    )
 
     __slots__ = ()
     _algorithm = FixedWindowAlgorithm
 
 
 class SlidingWindow(_WindowLimiter):
-    (
-        """The sliding-window counter: ``limit`` units per ``window`` seconds, estimated.
+    """The sliding-window counter: ``limit`` units per ``window`` seconds, estimated.
 
     Keeps this window's and the previous window's counts and weights the
     previous one by how much of it still overlaps the sliding window. O(1)
@@ -746,17 +770,23 @@ class SlidingWindow(_WindowLimiter):
         limit_spec: Optional limit string such as ``"100/minute"``.
         limit: Units admitted per window.
         window: The window length, in seconds.
+        name: Names this limiter's state in its store (limiters with the same
+            name and store share state); defaults to one derived from the
+            algorithm and its parameters.
+        store: Where the state lives; defaults to a new `MemoryStore`.
+        clock: The clock to read and sleep on; defaults to ``runtime.clock``.
+        listeners: Callables that receive this limiter's events.
+        timeout: Seconds the decorator, pipeline and ``with`` forms wait for
+            admission: ``0`` (the default) rejects at once with
+            `RateLimitExceeded`, ``None`` waits as long as it takes.
     """
-        + _OPTIONS_DOC
-    )
 
     __slots__ = ()
     _algorithm = SlidingWindowAlgorithm
 
 
 class SlidingWindowLog(_WindowLimiter):
-    (
-        """The exact sliding window: at most ``limit`` units in any ``window`` seconds.
+    """The exact sliding window: at most ``limit`` units in any ``window`` seconds.
 
     Keeps a log of admissions (one entry per distinct admission time), so
     memory per key grows up to ``limit`` entries.
@@ -765,17 +795,23 @@ class SlidingWindowLog(_WindowLimiter):
         limit_spec: Optional limit string such as ``"100/minute"``.
         limit: Units admitted in any window.
         window: The window length, in seconds.
+        name: Names this limiter's state in its store (limiters with the same
+            name and store share state); defaults to one derived from the
+            algorithm and its parameters.
+        store: Where the state lives; defaults to a new `MemoryStore`.
+        clock: The clock to read and sleep on; defaults to ``runtime.clock``.
+        listeners: Callables that receive this limiter's events.
+        timeout: Seconds the decorator, pipeline and ``with`` forms wait for
+            admission: ``0`` (the default) rejects at once with
+            `RateLimitExceeded`, ``None`` waits as long as it takes.
     """
-        + _OPTIONS_DOC
-    )
 
     __slots__ = ()
     _algorithm = SlidingLogAlgorithm
 
 
 class AllOf(RateLimiter):
-    (
-        """Several limits as one: a request is admitted only if every limit admits it.
+    """Several limits as one: a request is admitted only if every limit admits it.
 
     A rejected request consumes nothing in any of them. Each part may be a
     limiter (its algorithm and parameters are used; the state lives in this
@@ -789,9 +825,16 @@ class AllOf(RateLimiter):
     Args:
         *parts: The limiters or limit strings to combine.
         algorithm: The limiter class used for limit strings.
+        name: Names this limiter's state in its store (limiters with the same
+            name and store share state); defaults to one derived from the
+            algorithm and its parameters.
+        store: Where the state lives; defaults to a new `MemoryStore`.
+        clock: The clock to read and sleep on; defaults to ``runtime.clock``.
+        listeners: Callables that receive this limiter's events.
+        timeout: Seconds the decorator, pipeline and ``with`` forms wait for
+            admission: ``0`` (the default) rejects at once with
+            `RateLimitExceeded`, ``None`` waits as long as it takes.
     """
-        + _OPTIONS_DOC
-    )
 
     __slots__ = ()
 
