@@ -7,6 +7,7 @@ nothing but the store.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -420,3 +421,34 @@ def test_isolate_says_when_it_could_not_take_effect(own_server: RedisServer) -> 
     breaker.isolate()
     assert breaker.state is CircuitState.ISOLATED
     client.close()
+
+
+def test_exactly_one_transition_under_contention(sync_client: redis.Redis, prefix: str) -> None:
+    """B5 on Redis: 50 threads fail at once, threshold 10: one CLOSED -> OPEN, 10 failures."""
+    events: list[resilio.Event] = []
+    breaker = CircuitBreaker(
+        "contended",
+        store=RedisStore(sync_client, prefix=prefix),
+        failure_threshold=10,
+        listeners=[events.append],
+    )
+    barrier = threading.Barrier(50)
+
+    def hammer() -> None:
+        barrier.wait()
+        for _ in range(5):
+            with contextlib.suppress(Boom, CircuitOpenError):
+                breaker.call(failing)
+
+    threads = [threading.Thread(target=hammer) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    kinds = [event.kind for event in events]
+    opened = [e for e in events if e.kind is resilio.EventKind.BREAKER_STATE_CHANGED]
+    assert [(e.previous_state, e.state) for e in opened] == [
+        (CircuitState.CLOSED, CircuitState.OPEN)
+    ]
+    assert kinds.count(resilio.EventKind.BREAKER_FAILURE) == 10
+    assert breaker.state is CircuitState.OPEN
