@@ -214,3 +214,26 @@ def test_a_store_can_be_shared_by_limiters(store: Store) -> None:
     with pytest.raises(ValueError, match="share the name"):
         # Refused when built on a memory store, at the first decision elsewhere.
         TokenBucket(rate=1, store=store, clock=clock, name="shared").try_acquire("k")
+
+
+def test_blocking_threads_on_the_real_clock_respect_the_rate() -> None:
+    times: list[float] = []
+    lock = threading.Lock()
+    limiter = LeakyBucket(rate=200, per=1.0, capacity=40)
+
+    def work() -> None:
+        for _ in range(3):
+            limiter.acquire("k", 1, 5.0)
+            with lock:
+                times.append(time.monotonic())
+
+    threads = [threading.Thread(target=work) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(times) == 36
+    times.sort()
+    # 36 admissions spaced by 5 ms take at least 35 intervals.
+    assert times[-1] - times[0] >= 35 * 0.005 - 0.002
+    assert limiter._lines.lines == {}

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from resilio._errors import RateLimitExceeded
 from resilio._limiter import (
     AllOf,
     FixedWindow,
@@ -265,3 +266,66 @@ def test_algorithms_match_their_models(
     setup: Any, ops: list[Any], store_name: str, flavour: str
 ) -> None:
     check_sequence(setup, ops, store_name, flavour)
+
+
+def earliest_fit(model: Model, now: int, cost: int) -> int:
+    """The first µs at or after ``now`` when ``cost`` fits (availability only grows)."""
+    low, high = now, now + 10**9
+    while low < high:
+        middle = (low + high) // 2
+        if model.fits(middle, cost):
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+waits = st.lists(
+    st.tuples(
+        st.integers(0, 60_000),  # µs to advance before the request
+        st.sampled_from(["a", "b"]),
+        st.floats(0, 1),  # cost, as a fraction of the largest allowed
+        st.integers(0, 150_000),  # timeout in µs
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@pytest.mark.parametrize("store_name", sorted(STORES))
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(setup=limiter_and_model(), ops=waits)
+def test_acquire_waits_exactly_until_the_model_admits(
+    setup: Any, ops: list[Any], store_name: str, flavour: str
+) -> None:
+    build, new_model, max_cost = setup
+    clock = MicroClock(1_000_000_000)
+    limiter = build(store=STORES[store_name](), clock=clock)
+    models: dict[str, Model] = defaultdict(new_model)
+
+    async def run() -> None:
+        for advance, key, fraction, timeout_us in ops:
+            clock.us += advance
+            now = clock.us
+            cost = max(1, math.ceil(fraction * max_cost))
+            model = models[key]
+            due = earliest_fit(model, now, cost)
+            outcome: Any
+            try:
+                if flavour == "sync":
+                    outcome = limiter.acquire(key, cost, timeout_us / US)
+                else:
+                    outcome = await limiter.acquire_async(key, cost, timeout_us / US)
+            except RateLimitExceeded as exc:
+                outcome = exc
+            if isinstance(outcome, RateLimitExceeded):
+                assert due - now > timeout_us
+                assert round(outcome.retry_after * US) == due - now
+                assert clock.us == now  # failed at once, without sleeping
+                continue
+            assert outcome.allowed
+            assert clock.us == due
+            model.commit(due, cost)
+
+    anyio.run(run)
