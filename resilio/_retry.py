@@ -13,6 +13,7 @@ from ._clock import Clock, SystemClock, runtime
 from ._context import attempt_var, deadline_var
 from ._core.backoff import Backoff, Exponential
 from ._core.retry import GiveUpReason, RetryRules
+from ._errors import RejectedError
 from ._events import Event, EventKind, Listener, emit, listening, validate_listeners
 from ._outcome import Classifier, ExceptionSpec, Outcome, delay_override, matches
 from ._strategy import Strategy
@@ -186,8 +187,17 @@ class Retry(Strategy):
         outcome: Outcome[Any],
     ) -> tuple[float, GiveUpReason | None, Event | None]:
         now = clock.now()
+        # A rejection knows when trying again can help: never wait less than that.
+        error = outcome.exception
+        at_least = error.retry_after if isinstance(error, RejectedError) else 0.0
         delay, reason = self._rules.next_delay(
-            attempt, delay_override(verdict), previous, now - started, outer_remaining, self._random
+            attempt,
+            delay_override(verdict),
+            previous,
+            now - started,
+            outer_remaining,
+            self._random,
+            at_least,
         )
         if reason is None and not runtime.retries_enabled:
             reason = GiveUpReason.DISABLED

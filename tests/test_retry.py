@@ -469,3 +469,51 @@ def test_call_helper() -> None:
 
     with pytest.raises(TypeError, match="call_async"):
         policy.call(coro)  # type: ignore[arg-type]
+
+
+def test_rejections_are_retried_no_sooner_than_their_retry_after(fake_clock: FakeClock) -> None:
+    rejections = iter([resilio.RateLimitExceeded("busy", retry_after=3.0)])
+
+    @resilio.retry(on=resilio.RejectedError, attempts=3, backoff=backoff.constant(0.5))
+    def call() -> str:
+        error = next(rejections, None)
+        if error is not None:
+            raise error
+        return "admitted"
+
+    assert call() == "admitted"
+    assert fake_clock.sleeps == [3.0]
+
+
+def test_a_predicate_delay_wins_over_retry_after(fake_clock: FakeClock) -> None:
+    rejections = iter([resilio.RateLimitExceeded("busy", retry_after=3.0)])
+
+    def flaky() -> str:
+        error = next(rejections, None)
+        if error is not None:
+            raise error
+        return "admitted"
+
+    policy = resilio.retry(
+        on=lambda o: 0.25 if o.exception else False, attempts=3, backoff=backoff.constant(0.5)
+    )
+    assert policy(flaky)() == "admitted"
+    assert fake_clock.sleeps == [0.25]
+
+
+def test_a_rejection_that_never_ends_is_not_waited_for(fake_clock: FakeClock) -> None:
+    calls: list[int] = []
+    gave_up: list[resilio.Event] = []
+
+    @resilio.retry(on=resilio.RejectedError, attempts=5, on_give_up=gave_up.append)
+    def isolated() -> None:
+        calls.append(1)
+        raise resilio.CircuitOpenError(
+            "isolated", retry_after=float("inf"), breaker="b", state=None
+        )
+
+    with pytest.raises(resilio.CircuitOpenError):
+        isolated()
+    assert calls == [1]
+    assert fake_clock.sleeps == []
+    assert [e.reason for e in gave_up] == [GiveUpReason.DEADLINE]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable
 
 from .backoff import Backoff
@@ -49,6 +50,7 @@ class RetryRules:
         elapsed: float,
         outer_remaining: float | None,
         random: Callable[[], float],
+        at_least: float = 0.0,
     ) -> tuple[float, GiveUpReason | None]:
         """Decide what follows a retryable outcome of attempt number ``attempt``.
 
@@ -60,14 +62,25 @@ class RetryRules:
             elapsed: Seconds since the call started.
             outer_remaining: Seconds left before an enclosing timeout, if any.
             random: A source of floats uniform in [0, 1).
+            at_least: The shortest useful wait in seconds when the outcome
+                said so itself (a rejection's ``retry_after``); it lengthens
+                the backoff but not a predicate's override. Infinite means the
+                call can never be admitted: the policy gives up (deadline).
 
         Returns:
             The wait in seconds, and None to retry or the reason to give up.
             A sleep that would end at or past a deadline is never started.
         """
-        delay = override if override is not None else self.backoff.delay(attempt, previous, random)
+        if override is not None:
+            delay = override
+        else:
+            delay = self.backoff.delay(attempt, previous, random)
+            if delay < at_least:
+                delay = at_least
         if self.attempts is not None and attempt >= self.attempts:
             return delay, GiveUpReason.ATTEMPTS
+        if delay == math.inf:
+            return delay, GiveUpReason.DEADLINE
         if self.deadline is not None and elapsed + delay >= self.deadline:
             return delay, GiveUpReason.DEADLINE
         if outer_remaining is not None and delay >= outer_remaining:
