@@ -326,14 +326,17 @@ class RateLimiter(Strategy):
 
     # -- waiting -----------------------------------------------------------
 
-    def _precheck(
-        self, key: str, cost: int, decision: Decision, budget: float, clock: Clock
-    ) -> None:
-        """Fail at once when waiting cannot succeed within ``budget`` seconds."""
+    def _doomed(self, key: str, cost: int, decision: Decision, budget: float) -> bool:
+        """Whether waiting is certain to fail: too long for ``budget``, or the line is full."""
         if decision[2] > budget or budget == 0:
-            raise self._exceeded(key, cost, decision[2], clock)
-        if self._max_queued is not None and self._lines.queued_cost(key) + cost > self._max_queued:
-            raise self._exceeded(key, cost, decision[2], clock)
+            return True
+        return (
+            self._max_queued is not None and self._lines.queued_cost(key) + cost > self._max_queued
+        )
+
+    def _line_cost(self, key: str, cost: int) -> int:
+        """The cost of the line ahead plus ``cost``, capped at what one request may ask."""
+        return min(self._lines.queued_cost(key) + cost, self._max_cost)
 
     def acquire(self, key: str = "", cost: int = 1, timeout: float | None = None) -> Decision:
         """Consume ``cost`` from ``key``, waiting in FIFO order until it fits.
@@ -350,8 +353,8 @@ class RateLimiter(Strategy):
         Raises:
             RateLimitExceeded: Admission cannot happen within ``timeout``;
                 raised at once when that is certain. Its ``retry_after`` says
-                when the cost would fit (``0.0`` when it fits now but others
-                are waiting ahead). Nothing is consumed.
+                when the cost would fit (when it fits now but others wait
+                ahead: when theirs and this one would). Nothing is consumed.
             ValueError: ``cost`` is not positive or exceeds the capacity.
         """
         if cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost):
@@ -369,7 +372,11 @@ class RateLimiter(Strategy):
         else:
             decision = store.peek(limits, key, cost, self._now_us(clock))
         budget = self._budget(timeout, clock)
-        self._precheck(key, cost, decision, budget, clock)
+        if self._doomed(key, cost, decision, budget):
+            retry = decision[2]
+            if not retry:  # the cost fits now: only the callers ahead are in the way
+                retry = store.peek(limits, key, self._line_cost(key, cost), self._now_us(clock))[2]
+            raise self._exceeded(key, cost, retry, clock)
         if not runtime.waits_enabled:
             return make_decision(True, 0, 0.0, decision[3], decision[4])
         start = clock.now()
@@ -420,7 +427,12 @@ class RateLimiter(Strategy):
         else:
             decision = await store.peek_async(limits, key, cost, self._now_us(clock))
         budget = self._budget(timeout, clock)
-        self._precheck(key, cost, decision, budget, clock)
+        if self._doomed(key, cost, decision, budget):
+            retry = decision[2]
+            if not retry:  # the cost fits now: only the callers ahead are in the way
+                line_cost = self._line_cost(key, cost)
+                retry = (await store.peek_async(limits, key, line_cost, self._now_us(clock)))[2]
+            raise self._exceeded(key, cost, retry, clock)
         if not runtime.waits_enabled:
             return make_decision(True, 0, 0.0, decision[3], decision[4])
         start = clock.now()

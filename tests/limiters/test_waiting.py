@@ -128,9 +128,11 @@ async def test_newcomers_do_not_barge_past_waiters(store: Store) -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(big)
         await wait_until(lambda: clock.sleepers == 1)
-        with pytest.raises(RateLimitExceeded):
+        with pytest.raises(RateLimitExceeded) as caught:
             await limiter.acquire_async("k", 1, 0)
         assert limiter.peek("k", 1).allowed  # try_acquire would have admitted it
+        # The estimate covers the line: 3 more tokens for the big request ahead.
+        assert caught.value.retry_after == pytest.approx(0.3)
         clock.advance(0.3)
     assert results == ["big"]
 
