@@ -25,6 +25,7 @@ import redis
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 __all__ = [
@@ -98,7 +99,22 @@ def run_script(client: Any, script: Script, keys: Sequence[str], args: Sequence[
 async def run_script_async(
     client: Any, script: Script, keys: Sequence[str], args: Sequence[Arg]
 ) -> Any:
-    """Async twin of `run_script`."""
+    """Async twin of `run_script`; also retries once on a dropped connection.
+
+    redis.asyncio does not always replace a pooled connection that the server
+    closed (a restart, a failover, an idle timeout): the next command on it
+    fails with "Connection closed by server" whatever the client's retry
+    settings. One immediate retry takes a fresh connection.
+    """
+    try:
+        return await _evalsha_async(client, script, keys, args)
+    except RedisConnectionError:
+        return await _evalsha_async(client, script, keys, args)
+
+
+async def _evalsha_async(
+    client: Any, script: Script, keys: Sequence[str], args: Sequence[Arg]
+) -> Any:
     try:
         return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
     except NoScriptError:
@@ -202,7 +218,13 @@ class AsyncScriptRunner:
             self._flusher = None
 
     async def _pipeline(self, batch: list[Call], command: str, script: str) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
-        for keys, args, _ in batch:
-            pipe.execute_command(command, script, len(keys), *keys, *args)
-        return list(await pipe.execute(raise_on_error=False))
+        for attempt in (1, 2):  # one retry on a dropped connection, as in run_script_async
+            pipe = self._client.pipeline(transaction=False)
+            for keys, args, _ in batch:
+                pipe.execute_command(command, script, len(keys), *keys, *args)
+            try:
+                return list(await pipe.execute(raise_on_error=False))
+            except RedisConnectionError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
