@@ -10,6 +10,7 @@ explicit opt-in (``thread=True``).
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import math
 import threading
@@ -18,6 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import anyio
 
+from ._asyncio_timer import Lane, lane_for
 from ._clock import runtime
 from ._context import deadline_var
 from ._errors import TimeoutExceeded
@@ -25,6 +27,12 @@ from ._events import Event, EventKind, Listener, emit, listening, validate_liste
 from ._strategy import Strategy
 
 __all__ = ["Timeout", "timeout"]
+
+# Task.uncancel (Python 3.11+) lets one timer serve every call of a timeout on
+# asyncio; elsewhere (trio, older asyncio) each call gets an anyio cancel scope.
+_ASYNCIO_LANES = hasattr(asyncio.Task, "uncancel")
+# The running asyncio loop or None (under trio), without raising.
+_running_asyncio_loop = asyncio._get_running_loop
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -158,16 +166,44 @@ class Timeout(Strategy):
 
     def _wrap_async(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
         seconds = self.seconds
+        cached: list[Lane] = []  # the lane of the loop seen last
 
         async def timed(*args: P.args, **kwargs: P.kwargs) -> T:
             token = deadline_var.set(self._deadline())
             try:
-                with anyio.CancelScope(deadline=anyio.current_time() + seconds):
-                    return await fn(*args, **kwargs)
+                loop = _running_asyncio_loop() if _ASYNCIO_LANES else None
+                # Typed Any: Task.cancelling/uncancel exist from 3.11, checked above.
+                task: Any = asyncio.current_task(loop) if loop is not None else None
+                if task is None:
+                    # Trio, or asyncio before 3.11: an anyio cancel scope.
+                    with anyio.CancelScope(deadline=anyio.current_time() + seconds):
+                        return await fn(*args, **kwargs)
+                    # Reached only when this scope's own deadline cancelled the call.
+                    raise self._expired()
+                lane = cached[0] if cached and cached[0].loop_ref() is loop else None
+                if lane is None:
+                    lane = lane_for(loop, seconds)  # type: ignore[arg-type]
+                    cached[:] = [lane]
+                call = lane.enter(loop, task)  # type: ignore[arg-type]
+                cancelling = task.cancelling()
+                try:
+                    result = await fn(*args, **kwargs)
+                except asyncio.CancelledError:
+                    # Ours only if nobody else asked for a cancellation meanwhile.
+                    if call.expired and task.uncancel() <= cancelling:
+                        raise self._expired() from None
+                    raise
+                except BaseException:
+                    if call.expired:
+                        task.uncancel()
+                    raise
+                finally:
+                    lane.leave(call)
+                if call.expired:
+                    task.uncancel()
+                return result
             finally:
                 deadline_var.reset(token)
-            # Reached only when this scope's own deadline cancelled the call.
-            raise self._expired()
 
         return timed
 

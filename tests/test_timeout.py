@@ -206,3 +206,77 @@ def test_thread_timeout_refuses_async_functions() -> None:
 def test_bad_timeouts_are_refused(seconds: object, error: type[Exception]) -> None:
     with pytest.raises(error, match="seconds"):
         resilio.timeout(seconds)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_many_concurrent_calls_expire_exactly_when_due() -> None:
+    policy = resilio.timeout(0.05)
+    outcomes: dict[int, str] = {}
+
+    @policy
+    async def work(i: int) -> str:
+        await anyio.sleep(1 if i % 2 == 0 else 0.001)
+        return "done"
+
+    async def run(i: int) -> None:
+        try:
+            outcomes[i] = await work(i)
+        except resilio.TimeoutExceeded:
+            outcomes[i] = "timeout"
+
+    started = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for i in range(50):
+            tg.start_soon(run, i)
+    assert time.perf_counter() - started < 0.5
+    assert outcomes == {i: "timeout" if i % 2 == 0 else "done" for i in range(50)}
+
+
+@pytest.mark.anyio
+async def test_timer_rearms_after_many_fast_calls() -> None:
+    @resilio.timeout(0.05)
+    async def maybe_slow(slow: bool) -> None:
+        await anyio.sleep(1 if slow else 0)
+
+    for _ in range(200):
+        await maybe_slow(False)
+    started = time.perf_counter()
+    with pytest.raises(resilio.TimeoutExceeded):
+        await maybe_slow(True)
+    assert 0.04 <= time.perf_counter() - started < 0.5
+    # The task is not left cancelled: it can await again.
+    await anyio.lowlevel.checkpoint()
+
+
+@pytest.mark.anyio
+async def test_timeouts_of_the_same_length_share_nothing_but_the_timer() -> None:
+    short_a, short_b = resilio.timeout(0.05, name="a"), resilio.timeout(0.05, name="b")
+
+    @short_a
+    async def fast() -> str:
+        await anyio.lowlevel.checkpoint()
+        return "fast"
+
+    @short_b
+    async def slow() -> None:
+        await anyio.sleep(1)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(fast)
+        with pytest.raises(resilio.TimeoutExceeded, match="b:"):
+            await slow()
+    assert await fast() == "fast"
+
+
+@pytest.mark.anyio
+async def test_a_call_that_swallows_its_cancellation_keeps_its_result() -> None:
+    @resilio.timeout(0.02)
+    async def stubborn() -> str:
+        try:
+            await anyio.sleep(1)
+        except BaseException:
+            return "kept"
+        return "never"
+
+    assert await stubborn() == "kept"
+    await anyio.lowlevel.checkpoint()  # and the task is usable afterwards
