@@ -7,8 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from ..redis.conftest import redis_endpoint  # the shared Redis server fixture
 from .servers import ServerThread, free_port
 from .upstream import Upstream
+
+__all__ = ["Service", "redis_endpoint"]
 
 
 class Service:
