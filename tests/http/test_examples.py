@@ -11,13 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from examples.fastapi_app import create_app
+
 from ..redis.conftest import Endpoint
 from .servers import ServerThread
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-sys.path.insert(0, str(EXAMPLES))
-
-from fastapi_app import create_app  # noqa: E402 - the example module, found via sys.path
 
 
 def test_fastapi_example_limits_per_client_and_login(redis_endpoint: Endpoint) -> None:
