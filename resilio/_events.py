@@ -69,6 +69,14 @@ class EventKind(str, enum.Enum):
     """Chaos delayed a call by ``delay`` seconds."""
     CHAOS_OUTCOME = "chaos_outcome"
     """Chaos returned the result in ``outcome`` instead of running the call."""
+    ATTEMPT = "attempt"
+    """An attempt made by a retry policy ended: number ``attempt`` ran ``duration``
+    seconds and produced ``outcome``; ``handled`` says whether ``on`` matched it.
+    Delivered only to listeners added with ``add_listener(..., timings=True)``."""
+    CALL = "call"
+    """A call through a retry policy ended after ``attempt`` attempts: ``duration``
+    seconds from the start of the first attempt to the final ``outcome``, waits
+    included. Delivered only to listeners added with ``add_listener(..., timings=True)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +94,11 @@ class Event:
         state: The breaker's state after the event, for breaker events.
         previous_state: The breaker's state before a ``BREAKER_STATE_CHANGED``.
         timeout: The timeout in seconds, for ``TIMEOUT``.
+        duration: Seconds the attempt or call took, for ``ATTEMPT`` and ``CALL``.
+        handled: Whether the retry policy's ``on`` matched the outcome, for
+            ``ATTEMPT`` (True: a failure it retries or gives up on).
+        key: The rate-limit key, for limiter events (may identify a user:
+            keep it out of metrics unless you mean to record it).
     """
 
     kind: EventKind
@@ -98,28 +111,48 @@ class Event:
     state: Any = None
     previous_state: Any = None
     timeout: float | None = None
+    duration: float | None = None
+    handled: bool | None = None
+    key: str | None = None
 
 
 Listener = Callable[[Event], object]
 
-# Process-wide listeners. A tuple, replaced on change, so readers never lock.
+# Process-wide listeners. Tuples, replaced on change, so readers never lock.
 global_listeners: tuple[Listener, ...] = ()
+# The subset that also hears ATTEMPT and CALL. Timing attempts costs clock readings
+# on every call, so retry policies pay it only while this is not empty.
+timing_listeners: tuple[Listener, ...] = ()
 
 
-def add_listener(listener: Listener) -> None:
-    """Register ``listener`` to hear every event resilio emits in this process."""
-    global global_listeners
+def add_listener(listener: Listener, *, timings: bool = False) -> None:
+    """Register ``listener`` to hear every event resilio emits in this process.
+
+    Args:
+        listener: A callable taking one `Event`.
+        timings: Also deliver ``ATTEMPT`` and ``CALL`` events, the durations
+            of attempts and calls of retry policies. While any such listener is
+            registered, every call through a retry policy reads the clock
+            before and after each attempt.
+    """
+    global global_listeners, timing_listeners
     if not callable(listener):
         raise TypeError(f"a listener must be callable, got {listener!r}")
     global_listeners = (*global_listeners, listener)
+    if timings:
+        timing_listeners = (*timing_listeners, listener)
 
 
 def remove_listener(listener: Listener) -> None:
     """Unregister a listener added with `add_listener`; unknown ones raise ValueError."""
-    global global_listeners
+    global global_listeners, timing_listeners
     items = list(global_listeners)
     items.remove(listener)
     global_listeners = tuple(items)
+    if listener in timing_listeners:
+        timed = list(timing_listeners)
+        timed.remove(listener)
+        timing_listeners = tuple(timed)
 
 
 def validate_listeners(listeners: Iterable[Listener] | None) -> tuple[Listener, ...]:
@@ -136,6 +169,15 @@ def validate_listeners(listeners: Iterable[Listener] | None) -> tuple[Listener, 
 def emit(event: Event, listeners: tuple[Listener, ...]) -> None:
     """Deliver ``event`` to ``listeners`` and the global ones; never raises."""
     for listener in (*listeners, *global_listeners):
+        try:
+            listener(event)
+        except Exception:  # noqa: PERF203 - each listener is isolated from the others
+            logger.exception("resilio listener %r failed on %s", listener, event.kind.value)
+
+
+def emit_timing(event: Event) -> None:
+    """Deliver an ``ATTEMPT`` or ``CALL`` event to the timing listeners; never raises."""
+    for listener in timing_listeners:
         try:
             listener(event)
         except Exception:  # noqa: PERF203 - each listener is isolated from the others

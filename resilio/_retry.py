@@ -8,13 +8,22 @@ import random as _random
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ParamSpec, TypeVar, cast
 
+from . import _events
 from ._budget import RetryBudget
 from ._clock import Clock, SystemClock, runtime
 from ._context import attempt_var, deadline_var
 from ._core.backoff import Backoff, Exponential
 from ._core.retry import GiveUpReason, RetryRules
 from ._errors import RejectedError
-from ._events import Event, EventKind, Listener, emit, listening, validate_listeners
+from ._events import (
+    Event,
+    EventKind,
+    Listener,
+    emit,
+    emit_timing,
+    listening,
+    validate_listeners,
+)
 from ._outcome import Classifier, ExceptionSpec, Outcome, delay_override, matches
 from ._strategy import Strategy
 
@@ -212,6 +221,40 @@ class Retry(Strategy):
             emit(event, self._listeners)
         return delay, reason, event
 
+    def _attempt_ended(
+        self,
+        clock: Clock,
+        attempt: int,
+        started: float,
+        result: object,
+        error: Exception | None,
+        handled: bool,
+    ) -> None:
+        """Emit ``ATTEMPT`` for an attempt that began at ``started`` (only while observed)."""
+        now = clock.now()
+        outcome: Outcome[Any] = Outcome(result, error, attempt)
+        event = Event(
+            EventKind.ATTEMPT,
+            self.name,
+            now,
+            attempt,
+            outcome=outcome,
+            duration=now - started,
+            handled=handled,
+        )
+        emit_timing(event)
+
+    def _call_ended(
+        self, clock: Clock, started: float, attempts: int, result: object, error: Exception | None
+    ) -> None:
+        """Emit ``CALL`` for a call that began at ``started`` (only while observed)."""
+        now = clock.now()
+        outcome: Outcome[Any] = Outcome(result, error, attempts)
+        event = Event(
+            EventKind.CALL, self.name, now, attempts, outcome=outcome, duration=now - started
+        )
+        emit_timing(event)
+
     # -- sync driver ---------------------------------------------------------------------
 
     def _wrap_sync(self, fn: Callable[P, T]) -> Callable[P, T]:
@@ -222,10 +265,15 @@ class Retry(Strategy):
         set_attempt = attempt_var.set
         reset_attempt = attempt_var.reset
         again = self._again_sync
+        observed = self._observed_sync
+        events = _events
 
         def retrying(*args: P.args, **kwargs: P.kwargs) -> T:
             token = set_attempt(1)
             try:
+                # The only cost of telemetry here: one flag, set by timing listeners.
+                if events.timing_listeners:
+                    return observed(fn, args, kwargs)
                 started = (self._clock or runtime.clock).now() if needs_start else 0.0
                 if budget is not None:
                     budget.deposit()
@@ -246,6 +294,27 @@ class Retry(Strategy):
 
         return retrying
 
+    def _observed_sync(
+        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> T:
+        """Run a call like ``retrying`` does, timing every attempt for the listeners."""
+        clock = self._clock or runtime.clock
+        started = clock.now()
+        if self._budget is not None:
+            self._budget.deposit()
+        result: T | None = None
+        try:
+            value = fn(*args, **kwargs)
+        except Exception as exc:
+            error: Exception | None = exc
+        else:
+            if not self._on.checks_results:
+                self._attempt_ended(clock, 1, started, value, None, False)
+                self._call_ended(clock, started, 1, value, None)
+                return value
+            error, result = None, value
+        return self._again_sync(fn, args, kwargs, error, result, started, started)
+
     def _again_sync(
         self,
         fn: Callable[..., T],
@@ -254,16 +323,23 @@ class Retry(Strategy):
         error: Exception | None,
         result: T | None,
         started: float,
+        watch: float | None = None,
     ) -> T:
         clock = self._clock or runtime.clock
         on = self._on
         attempt = 1
         previous: float | None = None
+        # ``watch`` is the start of an observed call: then every attempt is timed.
+        attempt_started = 0.0 if watch is None else watch
         while True:
             if error is not None:
                 verdict = on.exception(error, attempt)
             else:
                 verdict = on.result(result, attempt)
+            if watch is not None:
+                self._attempt_ended(
+                    clock, attempt, attempt_started, result, error, matches(verdict)
+                )
             if not matches(verdict):
                 break
             outcome: Outcome[Any] = Outcome(result, error, attempt)
@@ -281,6 +357,8 @@ class Retry(Strategy):
             previous = delay
             attempt += 1
             attempt_var.set(attempt)
+            if watch is not None:
+                attempt_started = clock.now()
             try:
                 result = fn(*args, **kwargs)
                 error = None
@@ -289,7 +367,12 @@ class Retry(Strategy):
                 result = None
             else:
                 if not on.checks_results:
+                    if watch is not None:
+                        self._attempt_ended(clock, attempt, attempt_started, result, None, False)
+                        self._call_ended(clock, watch, attempt, result, None)
                     return result
+        if watch is not None:
+            self._call_ended(clock, watch, attempt, result, error)
         if error is not None:
             raise error
         return cast("T", result)
@@ -304,10 +387,14 @@ class Retry(Strategy):
         set_attempt = attempt_var.set
         reset_attempt = attempt_var.reset
         again = self._again_async
+        observed = self._observed_async
+        events = _events
 
         async def retrying(*args: P.args, **kwargs: P.kwargs) -> T:
             token = set_attempt(1)
             try:
+                if events.timing_listeners:
+                    return await observed(fn, args, kwargs)
                 started = (self._clock or runtime.clock).now() if needs_start else 0.0
                 if budget is not None:
                     budget.deposit()
@@ -327,6 +414,27 @@ class Retry(Strategy):
 
         return retrying
 
+    async def _observed_async(
+        self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> T:
+        """Async twin of `_observed_sync`."""
+        clock = self._clock or runtime.clock
+        started = clock.now()
+        if self._budget is not None:
+            self._budget.deposit()
+        result: T | None = None
+        try:
+            value = await fn(*args, **kwargs)
+        except Exception as exc:
+            error: Exception | None = exc
+        else:
+            if not self._on.checks_results:
+                self._attempt_ended(clock, 1, started, value, None, False)
+                self._call_ended(clock, started, 1, value, None)
+                return value
+            error, result = None, value
+        return await self._again_async(fn, args, kwargs, error, result, started, started)
+
     async def _again_async(
         self,
         fn: Callable[..., Awaitable[T]],
@@ -335,17 +443,23 @@ class Retry(Strategy):
         error: Exception | None,
         result: T | None,
         started: float,
+        watch: float | None = None,
     ) -> T:
         clock = self._clock or runtime.clock
         on = self._on
         attempt = 1
         previous: float | None = None
         real_time = isinstance(clock, SystemClock)
+        attempt_started = 0.0 if watch is None else watch
         while True:
             if error is not None:
                 verdict = on.exception(error, attempt)
             else:
                 verdict = on.result(result, attempt)
+            if watch is not None:
+                self._attempt_ended(
+                    clock, attempt, attempt_started, result, error, matches(verdict)
+                )
             if not matches(verdict):
                 break
             outcome: Outcome[Any] = Outcome(result, error, attempt)
@@ -364,6 +478,8 @@ class Retry(Strategy):
             previous = delay
             attempt += 1
             attempt_var.set(attempt)
+            if watch is not None:
+                attempt_started = clock.now()
             try:
                 result = await fn(*args, **kwargs)
                 error = None
@@ -372,7 +488,12 @@ class Retry(Strategy):
                 result = None
             else:
                 if not on.checks_results:
+                    if watch is not None:
+                        self._attempt_ended(clock, attempt, attempt_started, result, None, False)
+                        self._call_ended(clock, watch, attempt, result, None)
                     return result
+        if watch is not None:
+            self._call_ended(clock, watch, attempt, result, error)
         if error is not None:
             raise error
         return cast("T", result)
