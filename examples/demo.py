@@ -4,9 +4,10 @@ Two copies of `flaky_service.FlakyService` start with the same seed and the
 same outage window. One schedule of calls (``--rate`` per second for
 ``--duration`` seconds) goes to both at the same moments:
 
-* **with resilio**: an ``httpx.AsyncClient`` call wrapped in a pipeline: a
-  total budget, retries with jittered exponential backoff that honour
-  ``Retry-After``, a circuit breaker, and a per-attempt timeout;
+* **with resilio**: an ``httpx.AsyncClient`` whose transport is a
+  `resilio.httpx.AsyncResilientTransport`, with a pipeline of a total budget,
+  retries with jittered exponential backoff that honour ``Retry-After``, a
+  circuit breaker, and a per-attempt timeout;
 * **without resilio**: the same client with the same total timeout and nothing else.
 
 A line per second reports both sides; breaker transitions are printed as they
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import email.utils
 import math
 import random
 import statistics
@@ -33,6 +33,7 @@ import anyio
 import httpx
 
 import resilio
+from resilio.httpx import AsyncResilientTransport, http_failure, http_retry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flaky_service import Fault, FlakyService  # the sibling module, found via sys.path
@@ -89,57 +90,48 @@ def failure_kind(exc: BaseException) -> str:
     return "other"
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """Parse a ``Retry-After`` header (delta-seconds or an HTTP date) into seconds."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+class CountingTransport(httpx.AsyncBaseTransport):
+    """The real transport, counting the requests that reach the network."""
+
+    def __init__(self, tally: Tally, **options: object) -> None:
+        self._tally = tally
+        self._inner = httpx.AsyncHTTPTransport(**options)  # type: ignore[arg-type]
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self._tally.sent += 1
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
-def retry_predicate(rng: random.Random) -> Callable[[resilio.Outcome[object]], bool | float]:
-    """Return the ``on=`` predicate of the retry policy.
+def wait_for_breaker(rng: random.Random) -> Callable[[resilio.Outcome[object]], bool | float]:
+    """Return the ``on=`` predicate that waits out an open breaker when the budget allows.
 
-    It retries 5xx answers, transport errors and per-attempt timeouts with the
-    backoff. For a 503 with ``Retry-After`` it returns that delay (capped),
-    which resilio waits instead of the backoff. A call the breaker rejected
-    waits for the breaker's own ``retry_after`` when the call's budget
-    (`resilio.time_remaining`) lasts that long, and fails at once otherwise:
-    the budget is how long the caller is willing to wait, and the breaker
-    still lets only probes through to the struggling service. The small
-    random spread keeps the calls that waited from arriving all at once.
+    `http_retry` does not retry a call the breaker rejected: it fails fast.
+    This outer policy waits for the breaker's own ``retry_after`` when the
+    call's budget (`resilio.time_remaining`) lasts that long, and gives up at
+    once otherwise: the budget is how long the caller is willing to wait,
+    and the breaker still lets only probes through to the struggling
+    service. The small random spread keeps the calls that waited from
+    arriving all at once.
     """
 
-    def should_retry(outcome: resilio.Outcome[object]) -> bool | float:
+    def should_wait(outcome: resilio.Outcome[object]) -> bool | float:
         exc = outcome.exception
-        if isinstance(exc, resilio.CircuitOpenError):
-            wait = exc.retry_after + rng.uniform(0.0, 0.1)
-            remaining = resilio.time_remaining()
-            if remaining is not None and wait < remaining:
-                return wait
+        if not isinstance(exc, resilio.CircuitOpenError):
             return False
-        if isinstance(exc, httpx.HTTPStatusError):
-            response = exc.response
-            if response.status_code == 503:
-                delay = retry_after_seconds(response.headers.get("Retry-After"))
-                if delay is not None:
-                    return min(delay, MAX_RETRY_AFTER)
-            return response.status_code >= 500
-        return isinstance(exc, (httpx.TransportError, resilio.TimeoutExceeded))
+        wait = exc.retry_after + rng.uniform(0.0, 0.1)
+        remaining = resilio.time_remaining()
+        return wait if remaining is not None and wait < remaining else False
 
-    return should_retry
+    return should_wait
 
 
-def resilient_get(
-    tally: Tally, log: ResilioLog, t0: float, seed: int
-) -> tuple[Get, resilio.CircuitBreaker]:
-    """Build the call through timeout + retry + breaker + timeout, counting what it sends."""
+def resilient_transport(
+    tally: Tally, log: ResilioLog, t0: float, seed: int, limits: httpx.Limits
+) -> tuple[AsyncResilientTransport, resilio.CircuitBreaker]:
+    """Build the transport: timeout + breaker wait + HTTP retry + breaker + timeout."""
 
     def on_breaker_event(event: resilio.Event) -> None:
         if event.kind is resilio.EventKind.BREAKER_STATE_CHANGED:
@@ -168,14 +160,23 @@ def resilient_get(
         # A probe is one attempt, so it cannot run longer than PER_ATTEMPT; calls
         # that find the probe slot busy learn when it frees up.
         half_open_timeout=PER_ATTEMPT,
+        on=http_failure,  # 5xx answers and transport errors, not only exceptions
         listeners=[on_breaker_event],
     )
     policy = resilio.Pipeline(
         resilio.timeout(BUDGET),  # the whole call, retries and waits included
         resilio.retry(
-            on=retry_predicate(random.Random(seed)),
+            on=wait_for_breaker(random.Random(seed)),
+            attempts=None,  # as many waits as the budget allows
+            deadline=BUDGET,
+            before_sleep=before_sleep,
+            name="breaker-wait",
+        ),
+        http_retry(
             attempts=4,
+            statuses={500, 502, 503, 504},  # this service fails with plain 500s too
             backoff=resilio.backoff.exponential(initial=0.05, max=1.0, jitter="full"),
+            max_retry_after=MAX_RETRY_AFTER,
             before_sleep=before_sleep,
             on_give_up=on_give_up,
             random=random.Random(seed + 1).random,  # reproducible jitter
@@ -183,15 +184,15 @@ def resilient_get(
         breaker,
         resilio.timeout(PER_ATTEMPT),  # one attempt
     )
+    transport = AsyncResilientTransport(CountingTransport(tally, limits=limits), pipeline=policy)
+    return transport, breaker
 
-    @policy
-    async def get(client: httpx.AsyncClient, path: str) -> httpx.Response:
-        tally.sent += 1
-        response = await client.get(path)
-        response.raise_for_status()
-        return response
 
-    return get, breaker
+async def checked_get(client: httpx.AsyncClient, path: str) -> httpx.Response:
+    """GET ``path``; a 4xx or 5xx answer raises `httpx.HTTPStatusError`."""
+    response = await client.get(path)
+    response.raise_for_status()
+    return response
 
 
 def plain_get(tally: Tally) -> Get:
@@ -211,11 +212,11 @@ def _state_name(state: object) -> str:
 
 
 def _is_retry_after(outcome: resilio.Outcome[object] | None) -> bool:
-    exc = outcome.exception if outcome is not None else None
+    response = outcome.result if outcome is not None else None
     return (
-        isinstance(exc, httpx.HTTPStatusError)
-        and exc.response.status_code == 503
-        and "Retry-After" in exc.response.headers
+        isinstance(response, httpx.Response)
+        and response.status_code == 503
+        and "Retry-After" in response.headers
     )
 
 
@@ -313,11 +314,14 @@ async def run(args: argparse.Namespace) -> None:
         FlakyService(seed=args.seed, outage=outage, hang_seconds=HANG).start(t0) as service_b,
     ):
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        transport, breaker = resilient_transport(ours, log, t0, args.seed, limits)
         async with (
-            httpx.AsyncClient(base_url=service_a.url, timeout=BUDGET, limits=limits) as client_a,
+            httpx.AsyncClient(
+                base_url=service_a.url, timeout=BUDGET, transport=transport
+            ) as client_a,
             httpx.AsyncClient(base_url=service_b.url, timeout=BUDGET, limits=limits) as client_b,
         ):
-            get_a, breaker = resilient_get(ours, log, t0, args.seed)
+            get_a = checked_get
             get_b = plain_get(theirs)
             resilio.add_listener(count_event)
             try:
