@@ -272,3 +272,23 @@ def test_enclosing_timeout_bounds_the_wait(fake_clock: FakeClock, store: Store) 
     with pytest.raises(RateLimitExceeded):
         call()
     assert fake_clock.sleeps == []
+
+
+def test_newcomers_do_not_barge_past_waiting_threads(store: Store) -> None:
+    clock = ManualClock()
+    limiter = TokenBucket(rate=10, per=1.0, capacity=5, store=store, clock=clock)
+    assert limiter.try_acquire("k", 5).allowed
+    clock.advance(0.2)
+    thread = threading.Thread(target=limiter.acquire, args=("k", 5, None))
+    thread.start()
+    deadline = time.monotonic() + 5
+    while clock.sleepers == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    with pytest.raises(RateLimitExceeded) as caught:
+        limiter.acquire("k", 1, 0)
+    assert caught.value.retry_after == pytest.approx(0.3)
+    assert limiter.peek("k", 1).allowed
+    clock.advance(0.3)
+    thread.join(5)
+    assert not thread.is_alive()
+    assert limiter.peek("k", 1).retry_after == pytest.approx(0.1)
