@@ -103,12 +103,13 @@ def test_threads_are_admitted_in_arrival_order(store: Store) -> None:
         while queued(limiter) < i + 1 and time.monotonic() < deadline:
             time.sleep(0.001)
     assert queued(limiter) == 8
-    for _ in range(8):
+    for admitted in range(8):
+        # Advance only once the previous head is through and the next one sleeps.
         deadline = time.monotonic() + 5
-        while clock.sleepers == 0 and time.monotonic() < deadline:
+        while not (len(order) == admitted and clock.sleepers == 1):
+            assert time.monotonic() < deadline, (order, clock.sleepers)
             time.sleep(0.001)
         clock.advance(0.1)
-        time.sleep(0.005)
     for thread in threads:
         thread.join(5)
     assert order == list(range(8))
