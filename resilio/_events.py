@@ -76,7 +76,8 @@ class EventKind(str, enum.Enum):
     CALL = "call"
     """A call through a retry policy ended after ``attempt`` attempts: ``duration``
     seconds from the start of the first attempt to the final ``outcome``, waits
-    included. Delivered only to listeners added with ``add_listener(..., timings=True)``."""
+    included; ``handled`` says whether ``on`` matched that outcome (the policy gave
+    up on it). Delivered only to listeners added with ``add_listener(..., timings=True)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +97,7 @@ class Event:
         timeout: The timeout in seconds, for ``TIMEOUT``.
         duration: Seconds the attempt or call took, for ``ATTEMPT`` and ``CALL``.
         handled: Whether the retry policy's ``on`` matched the outcome, for
-            ``ATTEMPT`` (True: a failure it retries or gives up on).
+            ``ATTEMPT`` and ``CALL`` (True: a failure it retried or gave up on).
         key: The rate-limit key, for limiter events (may identify a user:
             keep it out of metrics unless you mean to record it).
     """
@@ -149,7 +150,8 @@ def remove_listener(listener: Listener) -> None:
     items = list(global_listeners)
     items.remove(listener)
     global_listeners = tuple(items)
-    if listener in timing_listeners:
+    # A listener added twice, once with timings, keeps them until its last removal.
+    if timing_listeners.count(listener) > global_listeners.count(listener):
         timed = list(timing_listeners)
         timed.remove(listener)
         timing_listeners = tuple(timed)

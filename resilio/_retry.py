@@ -245,13 +245,25 @@ class Retry(Strategy):
         emit_timing(event)
 
     def _call_ended(
-        self, clock: Clock, started: float, attempts: int, result: object, error: Exception | None
+        self,
+        clock: Clock,
+        started: float,
+        attempts: int,
+        result: object,
+        error: Exception | None,
+        handled: bool,
     ) -> None:
         """Emit ``CALL`` for a call that began at ``started`` (only while observed)."""
         now = clock.now()
         outcome: Outcome[Any] = Outcome(result, error, attempts)
         event = Event(
-            EventKind.CALL, self.name, now, attempts, outcome=outcome, duration=now - started
+            EventKind.CALL,
+            self.name,
+            now,
+            attempts,
+            outcome=outcome,
+            duration=now - started,
+            handled=handled,
         )
         emit_timing(event)
 
@@ -310,7 +322,7 @@ class Retry(Strategy):
         else:
             if not self._on.checks_results:
                 self._attempt_ended(clock, 1, started, value, None, False)
-                self._call_ended(clock, started, 1, value, None)
+                self._call_ended(clock, started, 1, value, None, False)
                 return value
             error, result = None, value
         return self._again_sync(fn, args, kwargs, error, result, started, started)
@@ -336,11 +348,10 @@ class Retry(Strategy):
                 verdict = on.exception(error, attempt)
             else:
                 verdict = on.result(result, attempt)
+            handled = matches(verdict)
             if watch is not None:
-                self._attempt_ended(
-                    clock, attempt, attempt_started, result, error, matches(verdict)
-                )
-            if not matches(verdict):
+                self._attempt_ended(clock, attempt, attempt_started, result, error, handled)
+            if not handled:
                 break
             outcome: Outcome[Any] = Outcome(result, error, attempt)
             delay, reason, event = self._decide(
@@ -369,10 +380,10 @@ class Retry(Strategy):
                 if not on.checks_results:
                     if watch is not None:
                         self._attempt_ended(clock, attempt, attempt_started, result, None, False)
-                        self._call_ended(clock, watch, attempt, result, None)
+                        self._call_ended(clock, watch, attempt, result, None, False)
                     return result
         if watch is not None:
-            self._call_ended(clock, watch, attempt, result, error)
+            self._call_ended(clock, watch, attempt, result, error, handled)
         if error is not None:
             raise error
         return cast("T", result)
@@ -430,7 +441,7 @@ class Retry(Strategy):
         else:
             if not self._on.checks_results:
                 self._attempt_ended(clock, 1, started, value, None, False)
-                self._call_ended(clock, started, 1, value, None)
+                self._call_ended(clock, started, 1, value, None, False)
                 return value
             error, result = None, value
         return await self._again_async(fn, args, kwargs, error, result, started, started)
@@ -456,11 +467,10 @@ class Retry(Strategy):
                 verdict = on.exception(error, attempt)
             else:
                 verdict = on.result(result, attempt)
+            handled = matches(verdict)
             if watch is not None:
-                self._attempt_ended(
-                    clock, attempt, attempt_started, result, error, matches(verdict)
-                )
-            if not matches(verdict):
+                self._attempt_ended(clock, attempt, attempt_started, result, error, handled)
+            if not handled:
                 break
             outcome: Outcome[Any] = Outcome(result, error, attempt)
             outer = _async_outer_remaining() if real_time and runtime.waits_enabled else None
@@ -490,10 +500,10 @@ class Retry(Strategy):
                 if not on.checks_results:
                     if watch is not None:
                         self._attempt_ended(clock, attempt, attempt_started, result, None, False)
-                        self._call_ended(clock, watch, attempt, result, None)
+                        self._call_ended(clock, watch, attempt, result, None, False)
                     return result
         if watch is not None:
-            self._call_ended(clock, watch, attempt, result, error)
+            self._call_ended(clock, watch, attempt, result, error, handled)
         if error is not None:
             raise error
         return cast("T", result)
