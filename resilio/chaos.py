@@ -284,7 +284,8 @@ class ChaosStrategy(Strategy):
     def _emit(self, kind: EventKind, *, delay: float | None = None, **outcome: Any) -> None:
         if listening(self._listeners):
             now = (self._clock or runtime.clock).now()
-            event = Event(kind, self.name, now, delay=delay, outcome=Outcome(**outcome))
+            injected = Outcome(**outcome) if outcome else None
+            event = Event(kind, self.name, now, delay=delay, outcome=injected)
             emit(event, self._listeners)
 
     def __repr__(self) -> str:
@@ -343,6 +344,13 @@ class FaultInjection(ChaosStrategy):
                     f"error={error.__name__} is not an Exception: resilio never injects "
                     "cancellation, KeyboardInterrupt, SystemExit or GeneratorExit"
                 )
+            try:
+                error(f"injected by {name}")
+            except Exception as exc:
+                raise TypeError(
+                    f"error={error.__name__} cannot be made from a message alone ({exc}); "
+                    "pass an instance, or a callable that returns one"
+                ) from None
         elif not isinstance(error, Exception) and not callable(error):
             raise TypeError(
                 f"error= takes an exception type, an exception, or a callable over a "

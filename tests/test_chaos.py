@@ -173,6 +173,8 @@ def test_rate_is_required_and_validated() -> None:
         chaos.fault(injection_rate=1.0, error=KeyboardInterrupt)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="error="):
         chaos.fault(injection_rate=1.0, error=42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="pass an instance"):
+        chaos.fault(injection_rate=1.0, error=resilio.TimeoutExceeded)
 
 
 # -- latency ----------------------------------------------------------------------------
@@ -182,7 +184,9 @@ def test_latency_sleeps_on_the_clock_then_runs(fake_clock: FakeClock) -> None:
     with capture_events() as events:
         assert chaos.latency(injection_rate=1.0, seconds=0.25)(ok)() == "real"
     assert fake_clock.sleeps == [0.25]
-    assert [(e.kind, e.delay) for e in events] == [(resilio.EventKind.CHAOS_LATENCY, 0.25)]
+    assert [(e.kind, e.delay, e.outcome) for e in events] == [
+        (resilio.EventKind.CHAOS_LATENCY, 0.25, None)
+    ]
 
 
 def test_latency_drawn_from_a_distribution_repeats_with_a_seed() -> None:
