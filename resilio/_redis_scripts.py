@@ -144,6 +144,8 @@ class AsyncScriptRunner:
 
     __slots__ = ("_busy", "_client", "_flusher", "_loop", "_queue", "script")
 
+    _client: Any
+
     def __init__(self, client: Any, script: Script) -> None:
         self._client = client
         self.script = script
@@ -183,16 +185,7 @@ class AsyncScriptRunner:
                 if not batch:
                     continue
                 try:
-                    replies = await self._pipeline(batch, "EVALSHA", self.script.sha)
-                    missing = [
-                        i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)
-                    ]
-                    if missing:
-                        again = await self._pipeline(
-                            [batch[i] for i in missing], "EVAL", self.script.source
-                        )
-                        for i, reply in zip(missing, again, strict=True):
-                            replies[i] = reply
+                    replies = await self.send_batch([(keys, args) for keys, args, _ in batch])
                 except Exception as exc:  # every caller of the batch gets the failure
                     for _, _, future in batch:
                         if not future.done():
@@ -217,10 +210,26 @@ class AsyncScriptRunner:
             self._busy = False
             self._flusher = None
 
-    async def _pipeline(self, batch: list[Call], command: str, script: str) -> list[Any]:
+    async def send_batch(self, calls: list[tuple[Sequence[str], Sequence[Arg]]]) -> list[Any]:
+        """Run several calls in one round trip; return their replies (or errors), in order.
+
+        This sends a pipeline of EVALSHA (EVAL for those that met NOSCRIPT).
+        A subclass may do better when its script can take many calls at once.
+        """
+        replies = await self._pipeline(calls, "EVALSHA", self.script.sha)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            again = await self._pipeline([calls[i] for i in missing], "EVAL", self.script.source)
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _pipeline(
+        self, calls: list[tuple[Sequence[str], Sequence[Arg]]], command: str, script: str
+    ) -> list[Any]:
         for attempt in (1, 2):  # one retry on a dropped connection, as in run_script_async
             pipe = self._client.pipeline(transaction=False)
-            for keys, args, _ in batch:
+            for keys, args in calls:
                 pipe.execute_command(command, script, len(keys), *keys, *args)
             try:
                 return list(await pipe.execute(raise_on_error=False))

@@ -32,15 +32,18 @@ from collections.abc import Sequence
 from typing import Any, Final, Literal
 
 import anyio.to_thread
+import redis.asyncio.cluster
 
 from ._core.limiters import US, Algorithm, Decision, Verdict, combine, make_decision
 from ._errors import ResilioError
 from ._redis_scripts import (
+    Arg,
     AsyncScriptRunner,
     Script,
     client_flavour,
     client_timeout,
     run_script,
+    run_script_async,
 )
 from .stores import MemoryStore, Store
 
@@ -88,11 +91,11 @@ class RedisUnavailableError(ResilioError):
 class _Plan:
     """How one tuple of limits maps to keys and script arguments; built once, reused."""
 
-    __slots__ = ("args", "capacities", "capacity", "suffixes")
+    __slots__ = ("capacities", "capacity", "spec", "suffixes")
 
     def __init__(self, limits: Sequence[Algorithm]) -> None:
         suffixes: list[str] = []
-        args: list[bytes] = []
+        words: list[str] = []
         for limit in limits:
             kind = _KINDS.get(limit.kind)
             if kind is None:
@@ -100,13 +103,14 @@ class _Plan:
             suffixes.append(f"}}:{limit.name}")
             if kind == "o":
                 suffixes.append(f"}}:{limit.name}:total")
-            args += [kind.encode(), *(str(param).encode() for param in limit.params)]
+            words += [kind, *map(str, limit.params)]
         self.suffixes = tuple(suffixes)
-        self.args = tuple(args)
+        self.spec = " ".join(words).encode()
         self.capacities = [limit.capacity for limit in limits]
         self.capacity = min(self.capacities)
 
-    def decision(self, reply: Sequence[int]) -> Decision:
+    def decision(self, text: bytes | str) -> Decision:
+        reply = [int(word) for word in text.split()]
         if len(reply) == 4:
             return make_decision(
                 reply[0] == 1, reply[1], reply[2] / US, reply[3] / US, self.capacities[0]
@@ -116,6 +120,35 @@ class _Plan:
             for i in range(0, len(reply), 4)
         ]
         return combine(verdicts, self.capacities)
+
+
+class _LimiterRunner(AsyncScriptRunner):
+    """Runs the batch of concurrent decisions as one call of the limiter script.
+
+    The limiter script takes many decisions at once (``'*'`` in ARGV[1]), so a
+    batch costs one command to pack and one reply to parse, not one each. On
+    a cluster the keys of a batch span slots: it goes out as a pipeline.
+    """
+
+    __slots__ = ()
+
+    _MOST: Final = 1000  # decisions per call, so Redis is never busy for long
+
+    async def send_batch(self, calls: list[tuple[Sequence[str], Sequence[Arg]]]) -> list[Any]:
+        """See `AsyncScriptRunner.send_batch`."""
+        if isinstance(self._client, redis.asyncio.cluster.RedisCluster):
+            return await super().send_batch(calls)
+        replies: list[Any] = []
+        for start in range(0, len(calls), self._MOST):
+            keys: list[str] = []
+            args: list[Arg] = [b"*"]
+            for call_keys, call_args in calls[start : start + self._MOST]:
+                keys += call_keys
+                args.append(len(call_keys))
+                args += call_args
+            reply = await run_script_async(self._client, self.script, keys, args)
+            replies += reply.split(b"," if isinstance(reply, bytes) else ",")
+        return replies
 
 
 def _hash_tag(key: str) -> str:
@@ -206,7 +239,7 @@ class RedisStore:
             )
         self._client = client
         self._async = flavour == "async"
-        self._runner = AsyncScriptRunner(client, _LIMITER) if self._async else None
+        self._runner = _LimiterRunner(client, _LIMITER) if self._async else None
         self._prefix = prefix
         self._on_error = on_error
         self._recovery_time = float(recovery_time)
@@ -252,7 +285,7 @@ class RedisStore:
         return [head + suffix for suffix in plan.suffixes]
 
     def _args(self, plan: _Plan, cost: int, now: int, mode: bytes) -> tuple[Any, ...]:
-        return (_SERVER_TIME if self._server_time else now, cost, mode, *plan.args)
+        return (_SERVER_TIME if self._server_time else now, cost, mode, plan.spec)
 
     def _sync_only(self) -> None:
         raise TypeError(
