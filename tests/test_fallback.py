@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import threading
 from typing import Any
 
 import anyio
@@ -232,3 +233,24 @@ def test_a_full_bulkhead_falls_back_in_threads() -> None:
         return "done"
 
     assert work() == "busy"
+
+
+def test_serves_many_threads_with_per_call_arguments() -> None:
+    @fallback(func=lambda outcome, n: -n)
+    def maybe(n: int) -> int:
+        if n % 2:
+            raise resilio.RateLimitExceeded("odd", retry_after=0.0)
+        return n
+
+    results: dict[int, int] = {}
+
+    def worker(start: int) -> None:
+        for n in range(start, start + 100):
+            results[n] = maybe(n)
+
+    threads = [threading.Thread(target=worker, args=(k * 100,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert results == {n: (-n if n % 2 else n) for n in range(400)}

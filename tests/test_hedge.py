@@ -203,3 +203,11 @@ def test_refuses_sync_functions_at_decoration() -> None:
 def test_rejects_bad_configuration(options: dict[str, Any], error: type) -> None:
     with pytest.raises(error):
         Hedge(**options)
+
+
+async def test_a_per_attempt_timeout_inside_starts_the_next_attempt() -> None:
+    attempts = Attempts((10, "hung"), (0, "fresh"))
+    policy = resilio.Pipeline(hedge(delay=30.0), resilio.timeout(0.02))
+    with anyio.fail_after(5):
+        assert await policy(attempts)() == "fresh k"
+    assert attempts.cancelled == [0]
