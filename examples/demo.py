@@ -14,6 +14,10 @@ A line per second reports both sides; breaker transitions are printed as they
 happen; the summary compares success rates. Run it with::
 
     python examples/demo.py --duration 12 --seed 7
+
+With ``--chaos``, a `resilio.chaos.AsyncChaosTransport` sits under both
+clients and injects network faults of its own on top of the service's:
+refused connections, 503 answers, bodies cut off halfway, and extra latency.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import anyio
 import httpx
 
 import resilio
+from resilio import chaos
 from resilio.httpx import AsyncResilientTransport, http_failure, http_retry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,6 +48,8 @@ PER_ATTEMPT = 0.5  # seconds one attempt may take (with resilio)
 MAX_RETRY_AFTER = 2.0  # never wait longer than this for a server's Retry-After, in seconds
 HANG = 5.0  # how long a hanging request takes on the server, in seconds
 RECOVERY_TIME = 0.5  # seconds the breaker stays open before it lets a probe through
+CHAOS_RATE = 0.04  # with --chaos: share of requests per injected fault kind
+CHAOS_LATENCY = 0.05  # with --chaos: mean extra latency in seconds, on a fifth of requests
 
 KINDS = ("timeout", "5xx", "circuit open", "transport")
 
@@ -105,6 +112,20 @@ class CountingTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
+def with_chaos(transport: httpx.AsyncBaseTransport, seed: int) -> httpx.AsyncBaseTransport:
+    """Put injected network faults (``--chaos``) between a client and the network."""
+    return chaos.AsyncChaosTransport(
+        transport,
+        connect_error_rate=CHAOS_RATE,
+        status_rate=CHAOS_RATE,
+        drop_rate=CHAOS_RATE,
+        latency_rate=0.2,
+        latency=chaos.exponential(CHAOS_LATENCY),
+        seed=seed,
+        name="demo-chaos",
+    )
+
+
 def wait_for_breaker(rng: random.Random) -> Callable[[resilio.Outcome[object]], bool | float]:
     """Return the ``on=`` predicate that waits out an open breaker when the budget allows.
 
@@ -129,7 +150,13 @@ def wait_for_breaker(rng: random.Random) -> Callable[[resilio.Outcome[object]], 
 
 
 def resilient_transport(
-    tally: Tally, log: ResilioLog, t0: float, seed: int, limits: httpx.Limits
+    tally: Tally,
+    log: ResilioLog,
+    t0: float,
+    seed: int,
+    limits: httpx.Limits,
+    *,
+    inject_chaos: bool = False,
 ) -> tuple[AsyncResilientTransport, resilio.CircuitBreaker]:
     """Build the transport: timeout + breaker wait + HTTP retry + breaker + timeout."""
 
@@ -184,8 +211,11 @@ def resilient_transport(
         breaker,
         resilio.timeout(PER_ATTEMPT),  # one attempt
     )
-    transport = AsyncResilientTransport(CountingTransport(tally, limits=limits), pipeline=policy)
-    return transport, breaker
+    network: httpx.AsyncBaseTransport = CountingTransport(tally, limits=limits)
+    if inject_chaos:
+        # Innermost, so the pipeline above sees the injected faults and handles them.
+        network = with_chaos(network, seed + 2)
+    return AsyncResilientTransport(network, pipeline=policy), breaker
 
 
 async def checked_get(client: httpx.AsyncClient, path: str) -> httpx.Response:
@@ -314,12 +344,17 @@ async def run(args: argparse.Namespace) -> None:
         FlakyService(seed=args.seed, outage=outage, hang_seconds=HANG).start(t0) as service_b,
     ):
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-        transport, breaker = resilient_transport(ours, log, t0, args.seed, limits)
+        transport, breaker = resilient_transport(
+            ours, log, t0, args.seed, limits, inject_chaos=args.chaos
+        )
+        plain: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport(limits=limits)
+        if args.chaos:
+            plain = with_chaos(plain, args.seed + 2)
         async with (
             httpx.AsyncClient(
                 base_url=service_a.url, timeout=BUDGET, transport=transport
             ) as client_a,
-            httpx.AsyncClient(base_url=service_b.url, timeout=BUDGET, limits=limits) as client_b,
+            httpx.AsyncClient(base_url=service_b.url, timeout=BUDGET, transport=plain) as client_b,
         ):
             get_a = checked_get
             get_b = plain_get(theirs)
@@ -330,6 +365,12 @@ async def run(args: argparse.Namespace) -> None:
                     f" outage {outage[0]:.1f}-{outage[1]:.1f} s, {args.rate:g} calls/s for"
                     f" {duration:g} s"
                 )
+                if args.chaos:
+                    print(
+                        f"Chaos on both sides: {CHAOS_RATE:.0%} refused connections,"
+                        f" {CHAOS_RATE:.0%} 503 answers, {CHAOS_RATE:.0%} cut bodies, extra"
+                        f" latency (mean {CHAOS_LATENCY * 1000:.0f} ms) on 20 % of requests"
+                    )
                 print(live_header(), flush=True)
                 next_report = 1.0
 
@@ -375,6 +416,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=7, help="fault and jitter seed; default 7")
     parser.add_argument("--rate", type=float, default=40.0, help="calls per second; default 40")
+    parser.add_argument(
+        "--chaos",
+        action="store_true",
+        help="inject network faults with resilio.chaos under both clients, on top of the"
+        " service's own",
+    )
     args = parser.parse_args(argv)
     if not 2.0 <= args.duration <= 25.0:
         parser.error("--duration must be between 2 and 25 seconds")
