@@ -8,7 +8,7 @@ first use.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 
@@ -35,26 +35,30 @@ class _Plan:
         self.drop = False
 
 
-class _NetworkChaos:
-    """The decisions both transports share; one seeded random source for all of them."""
+TransportT = TypeVar("TransportT", httpx.BaseTransport, httpx.AsyncBaseTransport)
+
+
+class _ChaosTransportBase(Generic[TransportT]):
+    """What both transports share: options, and decisions from one seeded random source."""
 
     def __init__(
         self,
+        transport: TransportT | None = None,
         *,
-        connect_error_rate: float,
-        timeout_rate: float,
-        timeout_after: float | Distribution | None,
-        latency_rate: float,
-        latency: float | Distribution,
-        status_rate: float,
-        status_code: int,
-        status_headers: Mapping[str, str] | None,
-        drop_rate: float,
-        enabled: bool | Callable[[ChaosContext], bool],
-        seed: int | None,
-        listeners: Iterable[Listener] | None,
-        clock: Clock | None,
-        name: str,
+        connect_error_rate: float = 0.0,
+        timeout_rate: float = 0.0,
+        timeout_after: float | Distribution | None = None,
+        latency_rate: float = 0.0,
+        latency: float | Distribution = 0.0,
+        status_rate: float = 0.0,
+        status_code: int = 503,
+        status_headers: Mapping[str, str] | None = None,
+        drop_rate: float = 0.0,
+        enabled: bool | Callable[[ChaosContext], bool] = True,
+        seed: int | None = None,
+        listeners: Iterable[Listener] | None = None,
+        clock: Clock | None = None,
+        name: str = "chaos.transport",
     ) -> None:
         if isinstance(status_code, bool) or not isinstance(status_code, int):
             raise TypeError(f"status_code= must be an int, got {status_code!r}")
@@ -62,9 +66,9 @@ class _NetworkChaos:
             raise ValueError(f"status_code= must be an HTTP status (100-599), got {status_code}")
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(f"clock= must have now(), sleep() and sleep_async(), got {clock!r}")
-        self.gate = Trigger(name, 1.0, enabled, seed)
-        rng = self.gate.random
-        self.triggers = {
+        self._gate = Trigger(name, 1.0, enabled, seed)
+        rng = self._gate.random
+        self._triggers = {
             kind: Trigger(name, rate, True, None)
             for kind, rate in (
                 ("connect", connect_error_rate),
@@ -74,75 +78,81 @@ class _NetworkChaos:
                 ("drop", drop_rate),
             )
         }
-        for trigger in self.triggers.values():
+        for trigger in self._triggers.values():
             trigger.random = rng  # one seed drives every decision, in a fixed order
-        self.timeout_after = (
+        self._timeout_after = (
             None if timeout_after is None else check_seconds(timeout_after, "timeout_after=")
         )
-        self.latency = check_seconds(latency, "latency=")
-        self.status_code = status_code
-        self.status_headers = dict(status_headers or {})
-        self.listeners = validate_listeners(listeners)
-        self.clock = clock
-        self.name = name
+        self._latency = check_seconds(latency, "latency=")
+        self._status_code = status_code
+        self._status_headers = dict(status_headers or {})
+        self._listeners = validate_listeners(listeners)
+        self._clock = clock
+        self._name = name
+        # Last, so a bad option never leaves a default transport behind unclosed.
+        self._transport: TransportT = self._wrap(transport)
 
-    def plan(self, request: httpx.Request) -> _Plan:
+    def _wrap(self, transport: TransportT | None) -> TransportT:
+        """Return the transport to send through, checked, or httpx's own by default."""
+        raise NotImplementedError
+
+    def _plan(self, request: httpx.Request) -> _Plan:
         plan = _Plan()
-        if not self.gate.fires(request=request):
+        if not self._gate.fires(request=request):
             return plan
-        triggers = self.triggers
+        triggers = self._triggers
         if triggers["connect"].fires():
-            message = f"connection refused (injected by {self.name})"
+            message = f"connection refused (injected by {self._name})"
             plan.error = httpx.ConnectError(message, request=request)
         elif triggers["timeout"].fires():
-            plan.error = httpx.ReadTimeout(f"timed out (injected by {self.name})", request=request)
+            plan.error = httpx.ReadTimeout(f"timed out (injected by {self._name})", request=request)
             plan.wait = self._timeout_seconds(request)
         else:
             if triggers["latency"].fires():
-                plan.delay = triggers["latency"].draw(self.latency)
+                plan.delay = triggers["latency"].draw(self._latency)
             if triggers["status"].fires():
-                plan.status = self.status_code
+                plan.status = self._status_code
             elif triggers["drop"].fires():
                 plan.drop = True
         self._announce(plan)
         return plan
 
     def _timeout_seconds(self, request: httpx.Request) -> float:
-        if self.timeout_after is not None:
-            return self.gate.draw(self.timeout_after)
+        if self._timeout_after is not None:
+            return self._gate.draw(self._timeout_after)
         timeouts = request.extensions.get("timeout", {})
         read = timeouts.get("read") if isinstance(timeouts, dict) else None
         return float(read) if read is not None else 0.0
 
     def _announce(self, plan: _Plan) -> None:
-        if not listening(self.listeners):
+        if not listening(self._listeners):
             return
-        now = (self.clock or runtime.clock).now()
+        now = (self._clock or runtime.clock).now()
         events = []
         if plan.delay:
-            events.append(Event(EventKind.CHAOS_LATENCY, self.name, now, delay=plan.delay))
+            events.append(Event(EventKind.CHAOS_LATENCY, self._name, now, delay=plan.delay))
         if plan.error is not None:
             outcome: Outcome[Any] = Outcome(exception=plan.error)
-            events.append(Event(EventKind.CHAOS_FAULT, self.name, now, outcome=outcome))
+            events.append(Event(EventKind.CHAOS_FAULT, self._name, now, outcome=outcome))
         if plan.status is not None:
             outcome = Outcome(result=plan.status)
-            events.append(Event(EventKind.CHAOS_OUTCOME, self.name, now, outcome=outcome))
+            events.append(Event(EventKind.CHAOS_OUTCOME, self._name, now, outcome=outcome))
         if plan.drop:
-            outcome = Outcome(exception=httpx.RemoteProtocolError(_DROPPED.format(self.name)))
-            events.append(Event(EventKind.CHAOS_FAULT, self.name, now, outcome=outcome))
+            outcome = Outcome(exception=httpx.RemoteProtocolError(_DROPPED.format(self._name)))
+            events.append(Event(EventKind.CHAOS_FAULT, self._name, now, outcome=outcome))
         for event in events:
-            emit(event, self.listeners)
+            emit(event, self._listeners)
 
-    def answer(self, request: httpx.Request) -> httpx.Response:
+    def _answer(self, request: httpx.Request) -> httpx.Response:
         return httpx.Response(
-            self.status_code,
-            headers=self.status_headers,
-            content=f"injected by {self.name}".encode(),
+            self._status_code,
+            headers=self._status_headers,
+            content=f"injected by {self._name}".encode(),
             request=request,
         )
 
-    def dropped(self, request: httpx.Request) -> httpx.RemoteProtocolError:
-        return httpx.RemoteProtocolError(_DROPPED.format(self.name), request=request)
+    def _dropped(self, request: httpx.Request) -> httpx.RemoteProtocolError:
+        return httpx.RemoteProtocolError(_DROPPED.format(self._name), request=request)
 
 
 class _DroppedStream(httpx.SyncByteStream):
@@ -203,7 +213,7 @@ def _cut(
     )
 
 
-class ChaosTransport(httpx.BaseTransport):
+class ChaosTransport(_ChaosTransportBase[httpx.BaseTransport], httpx.BaseTransport):
     """An httpx transport that injects network faults, for ``httpx.Client(transport=...)``.
 
     Each fault has its own rate, a share of requests between 0 and 1, and
@@ -235,50 +245,17 @@ class ChaosTransport(httpx.BaseTransport):
         name: The name in events and error messages.
     """
 
-    def __init__(
-        self,
-        transport: httpx.BaseTransport | None = None,
-        *,
-        connect_error_rate: float = 0.0,
-        timeout_rate: float = 0.0,
-        timeout_after: float | Distribution | None = None,
-        latency_rate: float = 0.0,
-        latency: float | Distribution = 0.0,
-        status_rate: float = 0.0,
-        status_code: int = 503,
-        status_headers: Mapping[str, str] | None = None,
-        drop_rate: float = 0.0,
-        enabled: bool | Callable[[ChaosContext], bool] = True,
-        seed: int | None = None,
-        listeners: Iterable[Listener] | None = None,
-        clock: Clock | None = None,
-        name: str = "chaos.transport",
-    ) -> None:
-        if transport is not None and not isinstance(transport, httpx.BaseTransport):
+    def _wrap(self, transport: httpx.BaseTransport | None) -> httpx.BaseTransport:
+        if transport is None:
+            return httpx.HTTPTransport()
+        if not isinstance(transport, httpx.BaseTransport):
             raise TypeError(f"transport must be an httpx.BaseTransport, got {transport!r}")
-        self._transport = transport or httpx.HTTPTransport()
-        self._chaos = _NetworkChaos(
-            connect_error_rate=connect_error_rate,
-            timeout_rate=timeout_rate,
-            timeout_after=timeout_after,
-            latency_rate=latency_rate,
-            latency=latency,
-            status_rate=status_rate,
-            status_code=status_code,
-            status_headers=status_headers,
-            drop_rate=drop_rate,
-            enabled=enabled,
-            seed=seed,
-            listeners=listeners,
-            clock=clock,
-            name=name,
-        )
+        return transport
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through the wrapped transport, or fail it on purpose."""
-        chaos = self._chaos
-        plan = chaos.plan(request)
-        clock = chaos.clock or runtime.clock
+        plan = self._plan(request)
+        clock = self._clock or runtime.clock
         if plan.error is not None:
             if plan.wait:
                 clock.sleep(plan.wait)
@@ -286,12 +263,12 @@ class ChaosTransport(httpx.BaseTransport):
         if plan.delay:
             clock.sleep(plan.delay)
         if plan.status is not None:
-            return chaos.answer(request)
+            return self._answer(request)
         response = self._transport.handle_request(request)
         if plan.drop:
             assert isinstance(response.stream, httpx.SyncByteStream)
             response = _cut(
-                request, response, _DroppedStream(response.stream, chaos.dropped(request))
+                request, response, _DroppedStream(response.stream, self._dropped(request))
             )
         return response
 
@@ -300,57 +277,24 @@ class ChaosTransport(httpx.BaseTransport):
         self._transport.close()
 
 
-class AsyncChaosTransport(httpx.AsyncBaseTransport):
+class AsyncChaosTransport(_ChaosTransportBase[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport):
     """An httpx transport that injects network faults, for ``httpx.AsyncClient(transport=...)``.
 
     It takes the same options as `ChaosTransport`; ``transport`` is an
     ``httpx.AsyncBaseTransport`` and the waits are async sleeps.
     """
 
-    def __init__(
-        self,
-        transport: httpx.AsyncBaseTransport | None = None,
-        *,
-        connect_error_rate: float = 0.0,
-        timeout_rate: float = 0.0,
-        timeout_after: float | Distribution | None = None,
-        latency_rate: float = 0.0,
-        latency: float | Distribution = 0.0,
-        status_rate: float = 0.0,
-        status_code: int = 503,
-        status_headers: Mapping[str, str] | None = None,
-        drop_rate: float = 0.0,
-        enabled: bool | Callable[[ChaosContext], bool] = True,
-        seed: int | None = None,
-        listeners: Iterable[Listener] | None = None,
-        clock: Clock | None = None,
-        name: str = "chaos.transport",
-    ) -> None:
-        if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
+    def _wrap(self, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncBaseTransport:
+        if transport is None:
+            return httpx.AsyncHTTPTransport()
+        if not isinstance(transport, httpx.AsyncBaseTransport):
             raise TypeError(f"transport must be an httpx.AsyncBaseTransport, got {transport!r}")
-        self._transport = transport or httpx.AsyncHTTPTransport()
-        self._chaos = _NetworkChaos(
-            connect_error_rate=connect_error_rate,
-            timeout_rate=timeout_rate,
-            timeout_after=timeout_after,
-            latency_rate=latency_rate,
-            latency=latency,
-            status_rate=status_rate,
-            status_code=status_code,
-            status_headers=status_headers,
-            drop_rate=drop_rate,
-            enabled=enabled,
-            seed=seed,
-            listeners=listeners,
-            clock=clock,
-            name=name,
-        )
+        return transport
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through the wrapped transport, or fail it on purpose."""
-        chaos = self._chaos
-        plan = chaos.plan(request)
-        clock = chaos.clock or runtime.clock
+        plan = self._plan(request)
+        clock = self._clock or runtime.clock
         if plan.error is not None:
             if plan.wait:
                 await clock.sleep_async(plan.wait)
@@ -358,11 +302,11 @@ class AsyncChaosTransport(httpx.AsyncBaseTransport):
         if plan.delay:
             await clock.sleep_async(plan.delay)
         if plan.status is not None:
-            return chaos.answer(request)
+            return self._answer(request)
         response = await self._transport.handle_async_request(request)
         if plan.drop:
             assert isinstance(response.stream, httpx.AsyncByteStream)
-            stream = _AsyncDroppedStream(response.stream, chaos.dropped(request))
+            stream = _AsyncDroppedStream(response.stream, self._dropped(request))
             response = _cut(request, response, stream)
         return response
 
