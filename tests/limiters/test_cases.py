@@ -220,7 +220,7 @@ def test_acquires_take_linear_time(factory: Any) -> None:
 
     run(1000)
     small, large = min(run(10_000) for _ in range(3)), min(run(100_000) for _ in range(2))
-    assert large / small < 20  # linear would be 10
+    assert large / small < 30  # linear: 10; quadratic: 100 (slack for a shared CPU)
 
 
 @pytest.mark.parametrize("factory", ALGORITHMS[:4], ids=lambda f: f().name.split(":")[0])
