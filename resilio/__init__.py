@@ -9,8 +9,11 @@ from __future__ import annotations
 from . import backoff
 from ._breaker import CircuitBreaker, CircuitState
 from ._budget import RetryBudget
+from ._bulkhead import Bulkhead, BulkheadFullError
 from ._clock import Clock, SystemClock
 from ._context import current_attempt, time_remaining
+from ._core.adaptive import AIMD, Gradient
+from ._core.limiters import Decision
 from ._core.retry import GiveUpReason
 from ._errors import (
     CircuitOpenError,
@@ -20,6 +23,18 @@ from ._errors import (
     TimeoutExceeded,
 )
 from ._events import Event, EventKind, Listener, add_listener, remove_listener
+from ._fallback import Fallback, fallback
+from ._hedge import Hedge, hedge
+from ._limiter import (
+    AllOf,
+    FixedWindow,
+    LeakyBucket,
+    LimitedCall,
+    RateLimiter,
+    SlidingWindow,
+    SlidingWindowLog,
+    TokenBucket,
+)
 from ._outcome import Outcome
 from ._pipeline import Pipeline
 from ._retry import Retry, retry
@@ -42,6 +57,22 @@ __all__ = [
     "Strategy",
     "CircuitBreaker",
     "CircuitState",
+    "RateLimiter",
+    "TokenBucket",
+    "LeakyBucket",
+    "FixedWindow",
+    "SlidingWindow",
+    "SlidingWindowLog",
+    "AllOf",
+    "LimitedCall",
+    "Decision",
+    "fallback",
+    "Fallback",
+    "Bulkhead",
+    "AIMD",
+    "Gradient",
+    "hedge",
+    "Hedge",
     # outcomes and events
     "Outcome",
     "Event",
@@ -58,5 +89,6 @@ __all__ = [
     "RejectedError",
     "CircuitOpenError",
     "RateLimitExceeded",
+    "BulkheadFullError",
     "TimeoutExceeded",
 ]

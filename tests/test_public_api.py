@@ -17,12 +17,18 @@ EXPECTED = {
     "retry", "Retry", "backoff", "RetryBudget", "current_attempt",
     "timeout", "Timeout", "time_remaining",
     "CircuitBreaker", "CircuitState",
+    "RateLimiter", "TokenBucket", "LeakyBucket", "FixedWindow", "SlidingWindow", "SlidingWindowLog",
+    "AllOf", "LimitedCall", "Decision",
+    "fallback", "Fallback", "Bulkhead", "AIMD", "Gradient", "hedge", "Hedge", "BulkheadFullError",
     "Pipeline", "Strategy",
     "Outcome", "Event", "EventKind", "GiveUpReason", "Listener", "add_listener", "remove_listener",
     "Clock", "SystemClock",
     "ResilioError", "RejectedError", "CircuitOpenError", "RateLimitExceeded", "TimeoutExceeded",
 }  # fmt: skip
-PUBLIC_MODULES = ["resilio", "resilio.backoff", "resilio.testing"]
+PUBLIC_MODULES = [
+    "resilio", "resilio.backoff", "resilio.testing", "resilio.chaos", "resilio.stores",
+    "resilio.asgi", "resilio.httpx", "resilio.redis", "resilio.otel", "resilio.fastapi",
+]  # fmt: skip
 
 
 def test_all_is_exactly_the_contract() -> None:
