@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import Histogram, InMemoryMetricReader, Sum
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -371,3 +373,64 @@ def test_without_opentelemetry_the_import_error_names_the_extra(
     monkeypatch.delitem(sys.modules, "resilio.otel")
     with pytest.raises(ImportError, match=r"resilio\[otel\]"):
         importlib.import_module("resilio.otel")
+
+
+# -- the example configurations in docs/ use names resilio really exports ----------------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples" / "k8s"
+
+
+def prometheus_vocabulary() -> tuple[set[str], set[str]]:
+    """Return the Prometheus metric and label names of every instrument, from real data."""
+    reader = InMemoryMetricReader()
+    instrumentation = resilio.otel.Instrumentation(
+        MeterProvider(metric_readers=[reader]), record_keys=True
+    )
+    failure: resilio.Outcome[None] = resilio.Outcome(exception=ConnectionError("down"))
+    for event in (
+        Event(EventKind.ATTEMPT, "p", 0.0, 1, outcome=failure, duration=0.1, handled=True),
+        Event(EventKind.CALL, "p", 0.0, 1, outcome=failure, duration=0.1, handled=True),
+        Event(EventKind.GAVE_UP, "p", 0.0, 1, outcome=failure, reason=resilio.GiveUpReason.BUDGET),
+        Event(EventKind.BREAKER_STATE_CHANGED, "b", 0.0, state=resilio.CircuitState.OPEN),
+        Event(EventKind.LIMITER_WAITED, "l", 0.0, delay=0.1, key="k"),
+    ):
+        instrumentation(event)
+    data = reader.get_metrics_data()
+    assert data is not None
+    metrics: set[str] = set()
+    labels: set[str] = set()
+    for metric in data.resource_metrics[0].scope_metrics[0].metrics:
+        base = metric.name.replace(".", "_") + ("_seconds" if metric.unit == "s" else "")
+        if isinstance(metric.data, Histogram):
+            metrics |= {base, f"{base}_bucket", f"{base}_sum", f"{base}_count"}
+        elif isinstance(metric.data, Sum) and metric.data.is_monotonic:
+            metrics.add(f"{base}_total")
+        else:
+            metrics.add(base)
+        for point in metric.data.data_points:
+            labels |= {key.replace(".", "_") for key in point.attributes or {}}
+    return metrics, labels
+
+
+@pytest.mark.parametrize(
+    "name", ["prometheus-rules.yaml", "keda-scaledobject.yaml", "hpa-prometheus-adapter.yaml"]
+)
+def test_example_configurations_use_real_metric_and_label_names(name: str) -> None:
+    path = EXAMPLES / name
+    metrics, labels = prometheus_vocabulary()
+    assert "resilio_rate_limiter_requests_total" in metrics
+    assert "resilio_pipeline_duration_seconds_bucket" in metrics
+    text = path.read_text()
+    # Names the file itself defines (prometheus-adapter aliases) are not resilio's.
+    aliases = set(re.findall(r'as: "(resilio_[a-z_]+)"', text))
+    used = set(re.findall(r"\bresilio_[a-z_]+\b", text)) - aliases
+    assert len(used) >= 2, f"{name} uses no resilio metric"
+    assert used <= metrics | labels, used - metrics - labels
+    events = {kind.value for kind in EventKind}
+    for value in re.findall(r'resilio_event_name="([a-z_]+)"', text):
+        assert value in events, value
+    for value in re.findall(r'resilio_rate_limiter_result="([a-z_]+)"', text):
+        assert value in {"allowed", "waited", "rejected"}, value
+    states = {state.value for state in resilio.CircuitState}
+    for pattern in re.findall(r'resilio_circuit_breaker_state=~?"([a-z_|]+)"', text):
+        assert set(pattern.split("|")) <= states, pattern
