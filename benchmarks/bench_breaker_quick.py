@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import timeit
 
-from resilio._breaker import CircuitBreaker
+from resilio import CircuitBreaker
 
 N = 1_000_000
 REPEAT = 7

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from resilio._limiter import (
+from resilio import (
     AllOf,
     FixedWindow,
     LeakyBucket,

@@ -30,7 +30,7 @@ import redis.asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from resilio._limiter import TokenBucket
+from resilio import TokenBucket
 from resilio.redis import _LIMITER, RedisStore
 from tests.redis.servers import RedisServer
 

@@ -34,10 +34,7 @@ import anyio
 import httpx
 
 import resilio
-from resilio import chaos
-from resilio._bulkhead import Bulkhead
-from resilio._fallback import fallback
-from resilio._hedge import hedge
+from resilio import Bulkhead, chaos, fallback, hedge
 
 FAULT_RATE = 0.30  # share of requests that fail, all kinds together
 FAULT_KINDS = 4  # connect error, timeout, 503, body cut short

@@ -21,7 +21,7 @@ import os
 import redis.asyncio
 from fastapi import Depends, FastAPI
 
-from resilio._limiter import FixedWindow, SlidingWindow  # resilio.FixedWindow once exported
+from resilio import FixedWindow, SlidingWindow
 from resilio.asgi import RateLimitMiddleware, Rule, client_address
 from resilio.fastapi import RateLimit
 from resilio.redis import RedisStore

@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
+from resilio import FixedWindow
 from resilio._core.limiters import Decision
-from resilio._limiter import FixedWindow
 from resilio.asgi import RateLimitMiddleware, Rule
 from resilio.fastapi import RateLimit
 

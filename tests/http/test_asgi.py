@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from resilio import AllOf, FixedWindow, TokenBucket
 from resilio._http_headers import parse_ratelimit
-from resilio._limiter import AllOf, FixedWindow, TokenBucket
 from resilio.asgi import RateLimitMiddleware, Rule, client_address
 from resilio.fastapi import RateLimit
 

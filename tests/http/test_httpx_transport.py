@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 import resilio
-from resilio._limiter import TokenBucket  # not yet exported from resilio
+from resilio import TokenBucket
 from resilio.httpx import (
     ATTEMPT_EXTENSION,
     BreakerPerAuthority,

@@ -22,7 +22,7 @@ import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from resilio._limiter import (
+from resilio import (
     FixedWindow,
     LeakyBucket,
     RateLimiter,
@@ -219,7 +219,7 @@ WORKER = textwrap.dedent(
     import sys, time
     import redis
     from resilio import RateLimitExceeded
-    from resilio._limiter import AllOf, SlidingWindowLog
+    from resilio import AllOf, SlidingWindowLog
     from resilio.redis import RedisStore
 
     url, prefix, until = sys.argv[1], sys.argv[2], float(sys.argv[3])

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
+from resilio import AllOf, FixedWindow, SlidingWindowLog, TokenBucket
 from resilio._core.limiters import (
     Algorithm,
     FixedWindowAlgorithm,
@@ -23,7 +24,6 @@ from resilio._core.limiters import (
     SlidingLogAlgorithm,
     SlidingWindowAlgorithm,
 )
-from resilio._limiter import AllOf, FixedWindow, SlidingWindowLog, TokenBucket
 from resilio._redis_scripts import AsyncScriptRunner
 from resilio.redis import RedisStore
 from resilio.stores import MemoryStore
