@@ -516,18 +516,34 @@ class SlidingWindowAlgorithm(Algorithm):
 
     def take_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> Decision:
         """See `Algorithm.take_in`."""
+        window, limit = self.window, self.capacity
         state = table.get(key)
-        if state is not None and state[0] >= now // self.window:
-            allowed, remaining, retry_us, reset_us = self.evaluate(state, now, cost)
-            if allowed:
-                table[key] = (state[0], state[1] + cost, state[2])
+        index = now // window
+        elapsed = now - index * window
+        if state is None:
+            current = previous = 0
+        elif state[0] >= index:
+            index, current, previous = state
+        elif state[0] == index - 1:
+            current, previous = 0, state[1]
         else:
-            allowed, remaining, retry_us, reset_us = self.evaluate(state, now, cost)
-            if allowed:
-                table[key] = self.commit(state, now, cost)
-        return _new_tuple(
-            Decision, (allowed, remaining, retry_us / US, reset_us / US, self.capacity)
-        )
+            current = previous = 0
+        weighted = previous * (window - elapsed)
+        after = current + cost
+        if weighted + after * window <= limit * window:
+            table[key] = (index, after, previous)
+            return _new_tuple(
+                Decision,
+                (
+                    True,
+                    (limit * window - weighted - after * window) // window,
+                    0.0,
+                    (2 * window - elapsed) / US,
+                    limit,
+                ),
+            )
+        _, remaining, retry_us, reset_us = self.evaluate(state, now, cost)
+        return _new_tuple(Decision, (False, remaining, retry_us / US, reset_us / US, limit))
 
     def admit_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> bool:
         """See `Algorithm.admit_in`."""
@@ -637,12 +653,15 @@ class SlidingLogAlgorithm(Algorithm):
         log = table.get(key)
         if log is None:
             log = table[key] = SlidingLog()
-        allowed, remaining, retry_us, reset_us = self.evaluate(log, now, cost)
-        if allowed:
+        self._prune(log, now)
+        total = log.total
+        if total + cost <= self.capacity:
             self._append(log, now, cost)
-        return _new_tuple(
-            Decision, (allowed, remaining, retry_us / US, reset_us / US, self.capacity)
-        )
+            return _new_tuple(
+                Decision, (True, self.capacity - total - cost, 0.0, self.window / US, self.capacity)
+            )
+        _, remaining, retry_us, reset_us = self.evaluate(log, now, cost)
+        return _new_tuple(Decision, (False, remaining, retry_us / US, reset_us / US, self.capacity))
 
     def admit_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> bool:
         """See `Algorithm.admit_in`."""
