@@ -42,10 +42,12 @@ from ._strategy import Strategy
 __all__ = [
     "ATTEMPT_DURATION",
     "BREAKER_STATE",
+    "DURATION_BUCKETS",
     "EVENTS",
     "LIMITER_REQUESTS",
     "LIMITER_WAIT_DURATION",
     "PIPELINE_DURATION",
+    "SCOPE",
     "Instrumentation",
     "instrument",
     "trace_attempts",
@@ -69,8 +71,9 @@ LIMITER_REQUESTS: Final = "resilio.rate_limiter.requests"
 #: Histogram ``s``: how long admitted requests waited in a rate limiter's line.
 LIMITER_WAIT_DURATION: Final = "resilio.rate_limiter.wait.duration"
 
-# Bucket boundaries in seconds, from 1 ms to a minute: the SDK default assumes
-# milliseconds and would put almost every resilio duration in its first bucket.
+#: Histogram bucket boundaries in seconds, from 1 ms to a minute, given as advice to
+#: the SDK: its default boundaries suit milliseconds and would put almost every
+#: duration resilio records in the first bucket.
 DURATION_BUCKETS: Final = (
     0.001,
     0.0025,
