@@ -469,17 +469,28 @@ class SlidingWindowAlgorithm(Algorithm):
         elapsed = now - index * window
         current, previous = self._counts(state, index)
         weighted = previous * (window - elapsed)
-        allowed = weighted + (current + cost) * window <= limit * window
-        after = current + cost if allowed else current
-        remaining = max(0, (limit * window - weighted - after * window) // window)
-        if after:
+        after = current + cost
+        if weighted + after * window <= limit * window:
+            return (
+                True,
+                (limit * window - weighted - after * window) // window,
+                0,
+                2 * window - elapsed,
+            )
+        return self._rejected(current, previous, elapsed, cost)
+
+    def _rejected(self, current: int, previous: int, elapsed: int, cost: int) -> Verdict:
+        """The verdict for a cost that does not fit, from the counts and time into the window."""
+        window, limit = self.window, self.capacity
+        remaining = max(
+            0, (limit * window - previous * (window - elapsed) - current * window) // window
+        )
+        if current:
             reset = 2 * window - elapsed
         elif previous:
             reset = window - elapsed
         else:
             reset = 0
-        if allowed:
-            return True, remaining, 0, reset
         if current + cost <= limit:
             # The previous window's weight decays enough within this window.
             fits_at = window - ((limit - current - cost) * window) // previous
@@ -542,7 +553,7 @@ class SlidingWindowAlgorithm(Algorithm):
                     limit,
                 ),
             )
-        _, remaining, retry_us, reset_us = self.evaluate(state, now, cost)
+        _, remaining, retry_us, reset_us = self._rejected(current, previous, elapsed, cost)
         return _new_tuple(Decision, (False, remaining, retry_us / US, reset_us / US, limit))
 
     def admit_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> bool:
