@@ -35,6 +35,7 @@ from ._limiter import (
     SlidingWindowLog,
     TokenBucket,
 )
+from ._logging import EventLogger
 from ._outcome import Outcome
 from ._pipeline import Pipeline
 from ._retry import Retry, retry
@@ -79,6 +80,7 @@ __all__ = [
     "EventKind",
     "GiveUpReason",
     "Listener",
+    "EventLogger",
     "add_listener",
     "remove_listener",
     # time
