@@ -80,9 +80,13 @@ class EventKind(str, enum.Enum):
     up on it). Delivered only to listeners added with ``add_listener(..., timings=True)``."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """One decision resilio made.
+
+    A plain record (not frozen: a frozen dataclass costs six times as much to
+    build, and events are built on every decision someone listens to). Treat it
+    as read-only; the same object reaches every listener.
 
     Attributes:
         kind: What happened.
