@@ -122,11 +122,6 @@ def make_decision(
     return _new_tuple(Decision, (allowed, remaining, retry_after, reset_after, limit))
 
 
-def _decision_from_verdict(verdict: Verdict, limit: int) -> Decision:
-    allowed, remaining, retry_us, reset_us = verdict
-    return make_decision(allowed, remaining, retry_us / US, reset_us / US, limit)
-
-
 class Algorithm:
     """One limit: its parameters, and how a state answers a request.
 
@@ -153,15 +148,6 @@ class Algorithm:
     def default_name(self) -> str:
         """A name derived from the kind and the parameters."""
         return ":".join([self.kind, *map(str, self.params)])
-
-    def renamed(self, name: str) -> Algorithm:
-        """Return a copy of this limit whose state lives under ``name``."""
-        clone = object.__new__(type(self))
-        for cls in type(self).__mro__:
-            for slot in getattr(cls, "__slots__", ()):
-                object.__setattr__(clone, slot, getattr(self, slot))
-        clone.name = name
-        return clone
 
     def evaluate(self, state: Any, now: int, cost: int) -> Verdict:
         """Say whether ``cost`` fits in ``state`` at ``now`` (µs), consuming nothing."""
@@ -200,13 +186,6 @@ class Algorithm:
             table[key] = self.commit(state, now, cost)
             return True
         return False
-
-    def decide(self, state: Any, now: int, cost: int) -> tuple[Decision, Any]:
-        """Evaluate and, when allowed, commit: return the decision and the new state."""
-        verdict = self.evaluate(state, now, cost)
-        if verdict[0]:
-            state = self.commit(state, now, cost)
-        return _decision_from_verdict(verdict, self.capacity), state
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
