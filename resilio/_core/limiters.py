@@ -28,6 +28,7 @@ __all__ = [
     "FixedWindowAlgorithm",
     "GcraAlgorithm",
     "LeakyAlgorithm",
+    "SlidingLog",
     "SlidingLogAlgorithm",
     "SlidingWindowAlgorithm",
     "Verdict",
