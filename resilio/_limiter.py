@@ -215,18 +215,18 @@ class RateLimiter(Strategy):
                 "it could never be admitted; raise the capacity or split the request"
             )
 
-    def _emit(self, kind: EventKind, clock: Clock, delay: float | None = None) -> None:
-        emit(Event(kind, self.name, clock.now(), delay=delay), self._listeners)
+    def _emit(self, kind: EventKind, clock: Clock, key: str, delay: float | None = None) -> None:
+        emit(Event(kind, self.name, clock.now(), delay=delay, key=key), self._listeners)
 
-    def _emit_decision(self, decision: Decision, clock: Clock) -> None:
+    def _emit_decision(self, decision: Decision, clock: Clock, key: str) -> None:
         if decision[0]:
-            self._emit(EventKind.LIMITER_ALLOWED, clock)
+            self._emit(EventKind.LIMITER_ALLOWED, clock, key)
         else:
-            self._emit(EventKind.LIMITER_REJECTED, clock, decision[2])
+            self._emit(EventKind.LIMITER_REJECTED, clock, key, decision[2])
 
     def _exceeded(self, key: str, cost: int, retry_after: float, clock: Clock) -> RateLimitExceeded:
         if self._listeners or _events.global_listeners:
-            self._emit(EventKind.LIMITER_REJECTED, clock, retry_after)
+            self._emit(EventKind.LIMITER_REJECTED, clock, key, retry_after)
         return RateLimitExceeded(
             f"rate limit {self.name!r} exceeded for key {key!r} (cost {cost}); "
             f"retry after {retry_after:.6f} s",
@@ -262,7 +262,7 @@ class RateLimiter(Strategy):
         now = _monotonic_ns() // 1000 if type(clock) is SystemClock else round(clock.now() * US)
         decision = self._acquire_now(key, cost, now)
         if self._listeners or _events.global_listeners:
-            self._emit_decision(decision, clock)
+            self._emit_decision(decision, clock, key)
         return decision
 
     def allow(self, key: str = "", cost: int = 1) -> bool:
@@ -276,7 +276,9 @@ class RateLimiter(Strategy):
         now = _monotonic_ns() // 1000 if type(clock) is SystemClock else round(clock.now() * US)
         allowed = self._allow_now(key, cost, now)
         if self._listeners or _events.global_listeners:
-            self._emit(EventKind.LIMITER_ALLOWED if allowed else EventKind.LIMITER_REJECTED, clock)
+            self._emit(
+                EventKind.LIMITER_ALLOWED if allowed else EventKind.LIMITER_REJECTED, clock, key
+            )
         return allowed
 
     def peek(self, key: str = "", cost: int = 1) -> Decision:
@@ -306,7 +308,7 @@ class RateLimiter(Strategy):
         else:
             decision = await self._store.acquire_async(self._limits, key, cost, now)
         if self._listeners or _events.global_listeners:
-            self._emit_decision(decision, clock)
+            self._emit_decision(decision, clock, key)
         return decision
 
     async def allow_async(self, key: str = "", cost: int = 1) -> bool:
@@ -367,7 +369,7 @@ class RateLimiter(Strategy):
             decision = store.acquire(limits, key, cost, self._now_us(clock))
             if decision[0]:
                 if self._listeners or _events.global_listeners:
-                    self._emit(EventKind.LIMITER_ALLOWED, clock)
+                    self._emit(EventKind.LIMITER_ALLOWED, clock, key)
                 return decision
         else:
             decision = store.peek(limits, key, cost, self._now_us(clock))
@@ -395,7 +397,7 @@ class RateLimiter(Strategy):
                 decision = store.acquire(limits, key, cost, self._now_us(clock))
                 if decision[0]:
                     if self._listeners or _events.global_listeners:
-                        self._emit(EventKind.LIMITER_WAITED, clock, clock.now() - start)
+                        self._emit(EventKind.LIMITER_WAITED, clock, key, clock.now() - start)
                     return decision
                 if decision[2] > waiter.deadline - clock.now():
                     raise self._exceeded(key, cost, decision[2], clock)
@@ -422,7 +424,7 @@ class RateLimiter(Strategy):
             decision = await store.acquire_async(limits, key, cost, self._now_us(clock))
             if decision[0]:
                 if self._listeners or _events.global_listeners:
-                    self._emit(EventKind.LIMITER_ALLOWED, clock)
+                    self._emit(EventKind.LIMITER_ALLOWED, clock, key)
                 return decision
         else:
             decision = await store.peek_async(limits, key, cost, self._now_us(clock))
@@ -452,7 +454,7 @@ class RateLimiter(Strategy):
                 decision = await store.acquire_async(limits, key, cost, self._now_us(clock))
                 if decision[0]:
                     if self._listeners or _events.global_listeners:
-                        self._emit(EventKind.LIMITER_WAITED, clock, clock.now() - start)
+                        self._emit(EventKind.LIMITER_WAITED, clock, key, clock.now() - start)
                     return decision
                 if decision[2] > waiter.deadline - clock.now():
                     raise self._exceeded(key, cost, decision[2], clock)

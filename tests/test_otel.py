@@ -22,8 +22,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 import resilio
 import resilio.httpx
 import resilio.otel
-from resilio import Event, EventKind, _events
-from resilio._limiter import TokenBucket
+from resilio import Event, EventKind, TokenBucket, _events
 from resilio.httpx import ResilientTransport
 from resilio.testing import FakeClock
 
@@ -227,6 +226,30 @@ def test_record_keys_puts_limiter_keys_in_attributes() -> None:
     )
     assert keys == ["None", "user:7"]
     assert not instrumentation.registered
+
+
+def test_a_real_limiter_reports_its_key_only_when_asked() -> None:
+    clock = FakeClock()
+    limiter = TokenBucket(rate=1, capacity=1, clock=clock, name="api")
+    for record_keys in (False, True):
+        reader = InMemoryMetricReader()
+        instrumentation = resilio.otel.instrument(
+            MeterProvider(metric_readers=[reader]), record_keys=record_keys
+        )
+        try:
+            limiter.reset("user:9")
+            assert limiter.try_acquire("user:9").allowed
+            assert not limiter.try_acquire("user:9").allowed
+        finally:
+            instrumentation.uninstrument()
+        data = reader.get_metrics_data()
+        assert data is not None
+        metrics = {m.name: m for m in data.resource_metrics[0].scope_metrics[0].metrics}
+        keys = {
+            (p.attributes or {}).get("resilio.rate_limiter.key")
+            for p in metrics[resilio.otel.LIMITER_REQUESTS].data.data_points
+        }
+        assert keys == ({"user:9"} if record_keys else {None})
 
 
 def test_retries_and_rejections_are_span_events_on_the_current_span(
