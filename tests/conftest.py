@@ -30,3 +30,28 @@ def _restore_runtime() -> Iterator[None]:
     yield
     assert runtime.waits_enabled
     assert runtime.retries_enabled
+
+
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Remember every skipped test: in this suite a skip is a defect, not a pass."""
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skipped.append(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say why the run fails when tests were skipped."""
+    if _skipped:
+        terminalreporter.write_line(
+            f"{len(_skipped)} test(s) skipped, and skips fail this suite: "
+            + ", ".join(_skipped[:5]),
+            red=True,
+        )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when any test was skipped (for example a missing Redis or package)."""
+    if _skipped and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
