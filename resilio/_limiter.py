@@ -593,7 +593,46 @@ def _split_rate(
     return first, period
 
 
-class TokenBucket(RateLimiter):
+class _BucketLimiter(RateLimiter):
+    """The shared constructor of the bucket limiters: ``rate`` units per ``per`` seconds."""
+
+    __slots__ = ()
+
+    _algorithm: type[GcraAlgorithm | LeakyAlgorithm]
+    #: Whether ``capacity`` also bounds the cost waiting in the queue.
+    _capacity_bounds_queue = False
+
+    def __init__(
+        self,
+        limit: str | None = None,
+        /,
+        *,
+        rate: float | None = None,
+        per: float | None = 1.0,
+        capacity: int | None = None,
+        name: str | None = None,
+        store: Store | None = None,
+        clock: Clock | None = None,
+        listeners: Iterable[Listener] | None = None,
+        timeout: float | None = 0.0,
+    ) -> None:
+        rate_, per_ = _split_rate(limit, rate, per, ("rate", "per"))
+        rate_ = _positive_number("rate", rate_)
+        per_us = _duration_us("per", per_)
+        capacity = math.ceil(rate_) if capacity is None else _positive_int("capacity", capacity)
+        interval = max(1, math.ceil(per_us / rate_))
+        super().__init__(
+            [self._algorithm(interval, capacity, name or "")],
+            name=name,
+            store=store,
+            clock=clock,
+            listeners=listeners,
+            timeout=timeout,
+            max_queued=capacity if self._capacity_bounds_queue else None,
+        )
+
+
+class TokenBucket(_BucketLimiter):
     """A token bucket: bursts up to ``capacity``, refilled at ``rate`` per ``per`` seconds.
 
     Implemented as GCRA (one timestamp per key, exact, O(1) memory). The
@@ -620,32 +659,10 @@ class TokenBucket(RateLimiter):
 
     __slots__ = ()
 
-    def __init__(
-        self,
-        limit: str | None = None,
-        /,
-        *,
-        rate: float | None = None,
-        per: float | None = 1.0,
-        capacity: int | None = None,
-        name: str | None = None,
-        store: Store | None = None,
-        clock: Clock | None = None,
-        listeners: Iterable[Listener] | None = None,
-        timeout: float | None = 0.0,
-    ) -> None:
-        rate_, per_ = _split_rate(limit, rate, per, ("rate", "per"))
-        rate_ = _positive_number("rate", rate_)
-        per_us = _duration_us("per", per_)
-        capacity = math.ceil(rate_) if capacity is None else _positive_int("capacity", capacity)
-        interval = max(1, math.ceil(per_us / rate_))
-        algorithm = GcraAlgorithm(interval, capacity, name or "")
-        super().__init__(
-            [algorithm], name=name, store=store, clock=clock, listeners=listeners, timeout=timeout
-        )
+    _algorithm = GcraAlgorithm
 
 
-class LeakyBucket(RateLimiter):
+class LeakyBucket(_BucketLimiter):
     """A leaky bucket as a shaper: admissions leave at a constant rate, with no burst.
 
     A request is admitted only when the previous one has drained (``cost``
@@ -672,35 +689,8 @@ class LeakyBucket(RateLimiter):
 
     __slots__ = ()
 
-    def __init__(
-        self,
-        limit: str | None = None,
-        /,
-        *,
-        rate: float | None = None,
-        per: float | None = 1.0,
-        capacity: int | None = None,
-        name: str | None = None,
-        store: Store | None = None,
-        clock: Clock | None = None,
-        listeners: Iterable[Listener] | None = None,
-        timeout: float | None = 0.0,
-    ) -> None:
-        rate_, per_ = _split_rate(limit, rate, per, ("rate", "per"))
-        rate_ = _positive_number("rate", rate_)
-        per_us = _duration_us("per", per_)
-        capacity = math.ceil(rate_) if capacity is None else _positive_int("capacity", capacity)
-        interval = max(1, math.ceil(per_us / rate_))
-        algorithm = LeakyAlgorithm(interval, capacity, name or "")
-        super().__init__(
-            [algorithm],
-            name=name,
-            store=store,
-            clock=clock,
-            listeners=listeners,
-            timeout=timeout,
-            max_queued=capacity,
-        )
+    _algorithm = LeakyAlgorithm
+    _capacity_bounds_queue = True
 
 
 def _window_init(
