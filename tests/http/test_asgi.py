@@ -129,7 +129,9 @@ def test_a_rejection_reports_every_rule_and_the_longest_wait() -> None:
     assert rejected.status_code == 429
     fields = items(rejected, "RateLimit")
     assert set(fields) == {"short", "long"}
-    assert int(rejected.headers["Retry-After"]) == int(fields["long"]["t"]) > 10
+    # Windows are aligned on the clock, so the long one always ends last.
+    assert int(rejected.headers["Retry-After"]) == int(fields["long"]["t"])
+    assert int(fields["long"]["t"]) >= int(fields["short"]["t"]) > 0
     assert rejected.json()["violated-policies"] == ["short", "long"]
     assert items(rejected, "RateLimit-Policy") == {
         "short": {"q": "1", "w": "10"},
