@@ -10,7 +10,10 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 from . import _events
 from ._clock import Clock, runtime
@@ -129,7 +132,7 @@ class CircuitBreaker(Strategy):
         "name",
     )
 
-    def __new__(cls, name: str | None = None, *, store: Any = None, **options: Any) -> Any:
+    def __new__(cls, name: str | None = None, *, store: Any = None, **options: Any) -> Self:
         # A breaker on a Redis store is the RedisCircuitBreaker subclass: the
         # in-memory class and its hot path stay exactly as they are.
         if store is None or isinstance(store, MemoryStore) or cls is not CircuitBreaker:
@@ -142,7 +145,7 @@ class CircuitBreaker(Strategy):
             )
         from ._redis_breaker import RedisCircuitBreaker  # needs the redis extra: import on use
 
-        return super().__new__(RedisCircuitBreaker)
+        return super().__new__(RedisCircuitBreaker)  # type: ignore[return-value]
 
     def __init__(
         self,

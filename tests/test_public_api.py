@@ -21,7 +21,8 @@ EXPECTED = {
     "AllOf", "LimitedCall", "Decision",
     "fallback", "Fallback", "Bulkhead", "AIMD", "Gradient", "hedge", "Hedge", "BulkheadFullError",
     "Pipeline", "Strategy",
-    "Outcome", "Event", "EventKind", "GiveUpReason", "Listener", "EventLogger", "add_listener", "remove_listener",
+    "Outcome", "Event", "EventKind", "GiveUpReason", "Listener", "EventLogger",
+    "add_listener", "remove_listener",
     "Clock", "SystemClock",
     "ResilioError", "RejectedError", "CircuitOpenError", "RateLimitExceeded", "TimeoutExceeded",
 }  # fmt: skip
