@@ -7,7 +7,8 @@ same outage window. One schedule of calls (``--rate`` per second for
 * **with resilio**: an ``httpx.AsyncClient`` whose transport is a
   `resilio.httpx.AsyncResilientTransport`, with a pipeline of a total budget,
   retries with jittered exponential backoff that honour ``Retry-After``, a
-  circuit breaker, and a per-attempt timeout;
+  client-side rate limiter that smooths bursts of retries, a circuit
+  breaker, and a per-attempt timeout;
 * **without resilio**: the same client with the same total timeout and nothing else.
 
 A line per second reports both sides; breaker transitions are printed as they
@@ -48,10 +49,13 @@ PER_ATTEMPT = 0.5  # seconds one attempt may take (with resilio)
 MAX_RETRY_AFTER = 2.0  # never wait longer than this for a server's Retry-After, in seconds
 HANG = 5.0  # how long a hanging request takes on the server, in seconds
 RECOVERY_TIME = 0.5  # seconds the breaker stays open before it lets a probe through
+CLIENT_RATE = 100.0  # requests per second the client allows itself (a token bucket)
+CLIENT_BURST = 20  # requests it may send at once above that rate
+CLIENT_WAIT = 0.5  # seconds an attempt may wait for the limiter before it is rejected
 CHAOS_RATE = 0.04  # with --chaos: share of requests per injected fault kind
 CHAOS_LATENCY = 0.05  # with --chaos: mean extra latency in seconds, on a fifth of requests
 
-KINDS = ("timeout", "5xx", "circuit open", "transport")
+KINDS = ("timeout", "5xx", "circuit open", "rate limited", "transport")
 
 Get = Callable[[httpx.AsyncClient, str], Awaitable[httpx.Response]]
 
@@ -82,12 +86,17 @@ class ResilioLog:
     retry_after_waits: int = 0
     gave_up: collections.Counter[str] = field(default_factory=collections.Counter)
     events: collections.Counter[str] = field(default_factory=collections.Counter)
+    limiter_delayed: int = 0  # attempts the client-side limiter made wait
+    limiter_waited: float = 0.0  # seconds they waited in all
+    limiter_rejected: int = 0  # attempts it refused (the wait would have been too long)
 
 
 def failure_kind(exc: BaseException) -> str:
     """Sort an exception into one of `KINDS` (or ``other``)."""
     if isinstance(exc, resilio.CircuitOpenError):
         return "circuit open"
+    if isinstance(exc, resilio.RateLimitExceeded):
+        return "rate limited"
     if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
         return "timeout"
     if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code >= 500:
@@ -127,20 +136,20 @@ def with_chaos(transport: httpx.AsyncBaseTransport, seed: int) -> httpx.AsyncBas
 
 
 def wait_for_breaker(rng: random.Random) -> Callable[[resilio.Outcome[object]], bool | float]:
-    """Return the ``on=`` predicate that waits out an open breaker when the budget allows.
+    """Return the ``on=`` predicate that waits out a rejection when the budget allows.
 
-    `http_retry` does not retry a call the breaker rejected: it fails fast.
-    This outer policy waits for the breaker's own ``retry_after`` when the
-    call's budget (`resilio.time_remaining`) lasts that long, and gives up at
-    once otherwise: the budget is how long the caller is willing to wait,
-    and the breaker still lets only probes through to the struggling
-    service. The small random spread keeps the calls that waited from
-    arriving all at once.
+    `http_retry` does not retry a call the breaker or the client-side limiter
+    rejected: it fails fast. This outer policy waits for the rejection's own
+    ``retry_after`` when the call's budget (`resilio.time_remaining`) lasts
+    that long, and gives up at once otherwise: the budget is how long the
+    caller is willing to wait, and the breaker still lets only probes through
+    to the struggling service. The small random spread keeps the calls that
+    waited from arriving all at once.
     """
 
     def should_wait(outcome: resilio.Outcome[object]) -> bool | float:
         exc = outcome.exception
-        if not isinstance(exc, resilio.CircuitOpenError):
+        if not isinstance(exc, resilio.RejectedError):
             return False
         wait = exc.retry_after + rng.uniform(0.0, 0.1)
         remaining = resilio.time_remaining()
@@ -175,6 +184,13 @@ def resilient_transport(
     def on_give_up(event: resilio.Event) -> None:
         log.gave_up[event.reason.value if event.reason is not None else "?"] += 1
 
+    def on_limiter_event(event: resilio.Event) -> None:
+        if event.kind is resilio.EventKind.LIMITER_WAITED:
+            log.limiter_delayed += 1
+            log.limiter_waited += event.delay or 0.0
+        elif event.kind is resilio.EventKind.LIMITER_REJECTED:
+            log.limiter_rejected += 1
+
     # A failure rate over the last 40 calls rather than consecutive failures:
     # with ~20 % of requests failing at random and many calls in flight, a run
     # of 5 failures happens by chance, while half of 40 does not.
@@ -189,6 +205,16 @@ def resilient_transport(
         half_open_timeout=PER_ATTEMPT,
         on=http_failure,  # 5xx answers and transport errors, not only exceptions
         listeners=[on_breaker_event],
+    )
+    # The client's own pace: bursts of retries wait their turn (FIFO) instead of
+    # hitting a struggling service all at once; an attempt that would wait
+    # longer than CLIENT_WAIT is refused with RateLimitExceeded.
+    limiter = resilio.TokenBucket(
+        rate=CLIENT_RATE,
+        capacity=CLIENT_BURST,
+        timeout=CLIENT_WAIT,
+        name="demo-client",
+        listeners=[on_limiter_event],
     )
     policy = resilio.Pipeline(
         resilio.timeout(BUDGET),  # the whole call, retries and waits included
@@ -208,6 +234,7 @@ def resilient_transport(
             on_give_up=on_give_up,
             random=random.Random(seed + 1).random,  # reproducible jitter
         ),
+        limiter,  # each attempt, retries included
         breaker,
         resilio.timeout(PER_ATTEMPT),  # one attempt
     )
@@ -270,17 +297,18 @@ def _percent(part: float, whole: float) -> str:
 def live_header() -> str:
     return (
         "  time |  with resilio: ok/calls  rate  sent  tmo 5xx open tran"
-        " | without: ok/calls  rate  tmo 5xx tran | breaker"
+        " | without: ok/calls  rate  tmo 5xx tran | breaker   | limiter delayed/rejected"
     )
 
 
-def live_line(at: float, ours: Tally, theirs: Tally, breaker_state: str) -> str:
+def live_line(at: float, ours: Tally, theirs: Tally, breaker_state: str, log: ResilioLog) -> str:
     f, g = ours.failures, theirs.failures
     return (
         f"{at:5.1f}s | {ours.ok:>14}/{ours.calls:<5} {_percent(ours.ok, ours.calls)} {ours.sent:5}"
         f"  {f['timeout']:3} {f['5xx']:3} {f['circuit open']:4} {f['transport']:4}"
         f" | {theirs.ok:>9}/{theirs.calls:<5} {_percent(theirs.ok, theirs.calls)}"
-        f"  {g['timeout']:3} {g['5xx']:3} {g['transport']:4} | {breaker_state}"
+        f"  {g['timeout']:3} {g['5xx']:3} {g['transport']:4} | {breaker_state:<9}"
+        f" | {log.limiter_delayed:>7}/{log.limiter_rejected}"
     )
 
 
@@ -299,7 +327,8 @@ def summary(
         f = tally.failures
         return (
             f"{label:<16} {tally.calls:6} {tally.ok:10} {_percent(tally.ok, tally.calls):>8}"
-            f" {f['timeout']:8} {f['5xx']:5} {f['circuit open']:13} {f['transport']:10}"
+            f" {f['timeout']:8} {f['5xx']:5} {f['circuit open']:13} {f['rate limited']:13}"
+            f" {f['transport']:10}"
             f" {f['other']:6} {tally.sent:14}   {p50 * 1000:6.0f} / {p99 * 1000:5.0f}"
             f" {tally.failed_time:14.1f}"
         )
@@ -312,7 +341,8 @@ def summary(
         f"== Summary: {args.duration:g} s of traffic at {args.rate:g} calls/s, seed {args.seed},"
         f" outage {outage[0]:.1f}-{outage[1]:.1f} s; finished in {elapsed:.1f} s ==",
         f"{'':<16} {'calls':>6} {'succeeded':>10} {'success':>8} {'timeout':>8} {'5xx':>5}"
-        f" {'circuit open':>13} {'transport':>10} {'other':>6} {'requests sent':>14}"
+        f" {'circuit open':>13} {'rate limited':>13} {'transport':>10} {'other':>6}"
+        f" {'requests sent':>14}"
         "   p50 / p99 ms  s in failures",
         row("with resilio", ours),
         row("without resilio", theirs),
@@ -321,6 +351,9 @@ def summary(
         f"Breaker transitions: {transitions}",
         f"Retries: {log.retries} scheduled ({log.retry_after_waits} waited for Retry-After);"
         f" gave up: {gave_up}",
+        f"Client-side limiter ({CLIENT_RATE:g}/s, burst {CLIENT_BURST}): delayed"
+        f" {log.limiter_delayed} attempts for {log.limiter_waited:.1f} s in all,"
+        f" rejected {log.limiter_rejected} (rate limited calls: {ours.failures['rate limited']})",
         f"Events heard by resilio.add_listener: {events}",
         f"Success rate: with resilio {_percent(ours.ok, ours.calls).strip()},"
         f" without resilio {_percent(theirs.ok, theirs.calls).strip()}"
@@ -378,7 +411,10 @@ async def run(args: argparse.Namespace) -> None:
                     nonlocal next_report
                     while next_report <= when:
                         await _sleep_until(t0 + next_report)
-                        print(live_line(next_report, ours, theirs, breaker.state.value), flush=True)
+                        print(
+                            live_line(next_report, ours, theirs, breaker.state.value, log),
+                            flush=True,
+                        )
                         next_report += 1.0
 
                 total = int(duration * args.rate)

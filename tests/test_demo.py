@@ -48,7 +48,7 @@ def test_summary_has_both_sides(report: str) -> None:
     assert "== Summary:" in report
     assert re.search(r"^with resilio\s+240\s", report, flags=re.MULTILINE)
     assert re.search(r"^without resilio\s+240\s", report, flags=re.MULTILINE)
-    for column in ("timeout", "5xx", "circuit open", "transport", "requests sent"):
+    for column in ("timeout", "5xx", "circuit open", "rate limited", "transport", "requests sent"):
         assert column in report
 
 
@@ -62,3 +62,17 @@ def test_resilio_succeeds_more_often_than_the_bare_client(report: str) -> None:
     assert rates is not None, report
     with_resilio, without = float(rates.group(1)), float(rates.group(2))
     assert with_resilio > without, report
+
+
+@pytest.mark.slow
+def test_report_shows_what_the_client_side_limiter_did(report: str) -> None:
+    assert "limiter delayed/rejected" in report  # the live column
+    line = re.search(
+        r"^Client-side limiter \([\d.]+/s, burst \d+\): delayed (\d+) attempts for [\d.]+ s"
+        r" in all, rejected (\d+)",
+        report,
+        flags=re.MULTILINE,
+    )
+    assert line is not None, report
+    # The retries after the outage come in a burst that the limiter has to pace.
+    assert int(line.group(1)) > 0, report
