@@ -134,6 +134,7 @@ class RateLimiter(Strategy):
         "_max_cost",
         "_max_queued",
         "_memory",
+        "_own_store",
         "_store",
         "_timeout",
         "name",
@@ -165,6 +166,7 @@ class RateLimiter(Strategy):
         _check_timeout(timeout)
         self.name = name or "+".join(names)
         self._store: Store = MemoryStore() if store is None else store
+        self._own_store = store is not None  # AllOf keeps a part's chosen store
         self._clock = clock
         self._listeners = validate_listeners(listeners)
         self._timeout = timeout
@@ -818,9 +820,12 @@ class AllOf(RateLimiter):
     """Several limits as one: a request is admitted only if every limit admits it.
 
     A rejected request consumes nothing in any of them. Each part may be a
-    limiter (its algorithm and parameters are used; the state lives in this
-    combinator's store) or a limit string, which becomes a `SlidingWindow`
-    (or ``algorithm``).
+    limiter or a limit string, which becomes a `SlidingWindow` (or
+    ``algorithm``). A part's algorithm and parameters are used, and so are its
+    ``store=``, ``clock=`` and listeners: a part built on a Redis store makes
+    the whole decision run on that store. Parts given different stores or
+    clocks (or ones that differ from this combinator's own) are refused with a
+    ValueError, since one all-or-nothing decision happens in one place.
 
     Example:
         ``AllOf("10/second", "1000/hour")`` or
@@ -857,20 +862,39 @@ class AllOf(RateLimiter):
         factory = SlidingWindow if algorithm is None else algorithm
         limits: list[Algorithm] = []
         queued: list[int] = []
+        limiters: list[RateLimiter] = []
         for part in parts:
             if isinstance(part, str):
                 part = factory(part)
             if not isinstance(part, RateLimiter):
                 raise TypeError(f"AllOf takes rate limiters or limit strings, got {part!r}")
+            limiters.append(part)
             limits.extend(part._limits)
             if part._max_queued is not None:
                 queued.append(part._max_queued)
+        # One decision runs in one store on one clock: the parts' own choices carry
+        # over, and parts that disagree (with each other or with AllOf) are refused.
+        store = _shared("store", store, [p._store for p in limiters if p._own_store])
+        clock = _shared("clock", clock, [p._clock for p in limiters if p._clock is not None])
+        heard = [*(listeners or ()), *(x for p in limiters for x in p._listeners)]
         super().__init__(
             limits,
             name=name,
             store=store,
             clock=clock,
-            listeners=listeners,
+            listeners=list(dict.fromkeys(heard)),
             timeout=timeout,
             max_queued=min(queued) if queued else None,
         )
+
+
+def _shared(option: str, given: Any, from_parts: list[Any]) -> Any:
+    """Return the one ``store``/``clock`` that AllOf and its parts agree on."""
+    choices = list({id(x): x for x in ([given] if given is not None else []) + from_parts}.values())
+    if len(choices) > 1:
+        raise ValueError(
+            f"AllOf decides all its limits at once, in one {option}, but its parts (or its "
+            f"{option}=) name different ones: give every part the same {option}=, or give "
+            f"{option}= to AllOf only"
+        )
+    return choices[0] if choices else None

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+import resilio
 from resilio._core.limiters import Decision, parse_limit
 from resilio._errors import RateLimitExceeded
 from resilio._limiter import (
@@ -216,3 +217,33 @@ def test_decisions_are_immutable_values() -> None:
         decision.allowed = True  # type: ignore[misc]
     assert decision == Decision(False, 0, 0.5, 1.0, 3)
     assert hash(decision) == hash(Decision(False, 0, 0.5, 1.0, 3))
+
+
+def test_allof_keeps_the_store_clock_and_listeners_of_its_parts() -> None:
+    store = MemoryStore()
+    clock = FakeClock()
+    heard: list[resilio.Event] = []
+    burst = resilio.TokenBucket(rate=10, capacity=10, name="burst", store=store, clock=clock)
+    hourly = resilio.FixedWindow(
+        limit=1000, window=3600.0, name="hourly", store=store, listeners=[heard.append]
+    )
+    # Two combinators over the same parts, as two processes would build them.
+    first, second = resilio.AllOf(burst, hourly), resilio.AllOf(burst, hourly)
+    assert first.store is store
+    admitted = sum(first.allow("u") for _ in range(10)) + sum(second.allow("u") for _ in range(10))
+    assert admitted == 10  # one shared budget, not one per combinator
+    assert heard  # the part's listener hears the combined decisions
+    assert first._clock is clock
+
+
+def test_allof_refuses_parts_in_different_stores_or_clocks() -> None:
+    a = resilio.TokenBucket(rate=10, capacity=10, name="a", store=MemoryStore())
+    b = resilio.FixedWindow(limit=100, window=60.0, name="b", store=MemoryStore())
+    with pytest.raises(ValueError, match="one store"):
+        resilio.AllOf(a, b)
+    with pytest.raises(ValueError, match="one store"):
+        resilio.AllOf(a, "5/second", store=MemoryStore())
+    c = resilio.TokenBucket(rate=10, capacity=10, name="c", clock=FakeClock())
+    d = resilio.FixedWindow(limit=100, window=60.0, name="d", clock=FakeClock())
+    with pytest.raises(ValueError, match="one clock"):
+        resilio.AllOf(c, d)

@@ -271,3 +271,13 @@ async def test_a_batch_survives_a_script_flush_and_a_cancelled_caller(
     assert all(getattr(d, "allowed", False) for d in done[:-1])
     # A peek answers for one more unit: 1 + 29 consumed, 1 more asked.
     assert (await limiter.peek_async("k")).remaining == 50 - 1 - 29 - 1
+
+
+def test_allof_of_redis_parts_decides_on_redis(sync_client: redis.Redis, prefix: str) -> None:
+    store = RedisStore(sync_client, prefix=prefix)
+    burst = TokenBucket(rate=10, per=1.0, capacity=10, name="burst", store=store)
+    hourly = FixedWindow(limit=1000, window=3600.0, name="hourly", store=store)
+    first, second = AllOf(burst, hourly), AllOf(burst, hourly)  # as two processes would
+    admitted = sum(first.allow("u") for _ in range(10)) + sum(second.allow("u") for _ in range(10))
+    assert admitted == 10
+    assert sync_client.keys(f"{prefix}*")
