@@ -19,6 +19,7 @@ from typing import NoReturn, ParamSpec, TypeVar
 import anyio
 
 from ._clock import Clock, runtime
+from ._context import time_remaining
 from ._core.adaptive import AdaptiveLimit, LimitAlgorithm
 from ._errors import RejectedError
 from ._events import Event, EventKind, Listener, emit, listening, validate_listeners
@@ -282,14 +283,19 @@ class Bulkhead(Strategy):
         if waiter is None:
             return
         assert isinstance(waiter, _ThreadSlot)
+        # An enclosing resilio.timeout is a cooperative deadline: never wait past it.
+        wait, why = self.max_wait, f"within {self.max_wait} s"
+        remaining = time_remaining()
+        if remaining is not None and (wait is None or remaining < wait):
+            wait, why = remaining, "before the enclosing timeout expired"
         try:
-            waiter.event.wait(self.max_wait)
+            waiter.event.wait(wait)
         except BaseException:
             if self._abandon(waiter):
                 self._leave(None, False)
             raise
         if not self._abandon(waiter):
-            self._reject(f"no slot freed up within {self.max_wait:g} s")
+            self._reject(f"no slot freed up {why}")
 
     async def _acquire_async(self) -> None:
         waiter = self._enter(_TaskSlot)

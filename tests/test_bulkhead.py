@@ -398,3 +398,24 @@ def test_rejects_bad_configuration(options: dict[str, Any], error: type, message
 def test_configuration_is_keyword_only() -> None:
     with pytest.raises(TypeError):
         Bulkhead(3)  # type: ignore[misc]
+
+
+def test_a_sync_wait_in_line_ends_with_an_enclosing_timeout() -> None:
+    bulkhead = resilio.Bulkhead(max_concurrent=1, max_queue=10)  # no max_wait of its own
+    release = threading.Event()
+    holder = threading.Thread(target=bulkhead(lambda: release.wait(5)))
+    holder.start()
+    try:
+        while bulkhead.in_use == 0:
+            time.sleep(0.001)
+        call = resilio.timeout(0.2)(bulkhead(lambda: "ok"))
+        started = time.monotonic()
+        with pytest.raises(resilio.TimeoutExceeded) as info:
+            call()
+        assert time.monotonic() - started < 1.0
+        assert isinstance(info.value.__cause__, resilio.BulkheadFullError)
+        assert bulkhead.queued == 0  # the waiter left the line
+    finally:
+        release.set()
+        holder.join(5)
+    assert bulkhead(lambda: "free again")() == "free again"
