@@ -86,7 +86,12 @@ def _duration_us(name: str, seconds: object) -> int:
 def _check_timeout(timeout: float | None) -> float:
     if timeout is None:
         return math.inf
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or math.isnan(timeout)
+        or timeout < 0
+    ):
         raise ValueError(f"timeout must be None or a number of seconds >= 0, got {timeout!r}")
     return float(timeout)
 
@@ -363,7 +368,7 @@ class RateLimiter(Strategy):
         """
         if cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost):
             self._bad_cost(cost)
-        if timeout is not None and (timeout.__class__ not in _NUMBERS or timeout < 0):
+        if timeout is not None and (timeout.__class__ not in _NUMBERS or not timeout >= 0):
             _check_timeout(timeout)
         clock = self._clock or runtime.clock
         store, limits, lines = self._store, self._limits, self._lines
@@ -418,7 +423,7 @@ class RateLimiter(Strategy):
         """Async twin of `acquire`; cancelling the task while it waits consumes nothing."""
         if cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost):
             self._bad_cost(cost)
-        if timeout is not None and (timeout.__class__ not in _NUMBERS or timeout < 0):
+        if timeout is not None and (timeout.__class__ not in _NUMBERS or not timeout >= 0):
             _check_timeout(timeout)
         clock = self._clock or runtime.clock
         store, limits, lines = self._store, self._limits, self._lines
@@ -622,7 +627,13 @@ class _BucketLimiter(RateLimiter):
         rate_ = _positive_number("rate", rate_)
         per_us = _duration_us("per", per_)
         capacity = math.ceil(rate_) if capacity is None else _positive_int("capacity", capacity)
-        interval = max(1, math.ceil(per_us / rate_))
+        if per_us < rate_:
+            raise ValueError(
+                f"{type(self).__name__}: {rate_:g} per {per_us / US:g} s is more than one "
+                "admission per microsecond, the resolution of the limiters; count in larger "
+                "units (cost) or use a longer per="
+            )
+        interval = math.ceil(per_us / rate_)
         super().__init__(
             [self._algorithm(interval, capacity, name or "")],
             name=name,

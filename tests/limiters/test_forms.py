@@ -247,3 +247,18 @@ def test_allof_refuses_parts_in_different_stores_or_clocks() -> None:
     d = resilio.FixedWindow(limit=100, window=60.0, name="d", clock=FakeClock())
     with pytest.raises(ValueError, match="one clock"):
         resilio.AllOf(c, d)
+
+
+@pytest.mark.parametrize("cls", [resilio.TokenBucket, resilio.LeakyBucket])
+def test_rates_finer_than_a_microsecond_are_refused(cls: type[resilio.RateLimiter]) -> None:
+    with pytest.raises(ValueError, match="one admission per microsecond"):
+        cls(rate=2_000_000, per=1.0)  # type: ignore[call-arg]
+    cls(rate=1_000_000, per=1.0)  # type: ignore[call-arg]  # exactly one per microsecond
+
+
+def test_nan_timeouts_are_refused() -> None:
+    limiter = resilio.TokenBucket(rate=1, per=5.0, capacity=1)
+    with pytest.raises(ValueError, match="timeout"):
+        limiter.acquire("k", timeout=float("nan"))
+    with pytest.raises(ValueError, match="timeout"):
+        resilio.TokenBucket(rate=1, timeout=float("nan"))
