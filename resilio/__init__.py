@@ -4,8 +4,6 @@ Every pattern is a strategy object that decorates ``def`` and ``async def``
 functions and composes in a `Pipeline`.
 """
 
-from __future__ import annotations
-
 from . import backoff
 from ._breaker import CircuitBreaker, CircuitState
 from ._budget import RetryBudget
