@@ -194,6 +194,14 @@ class RateLimiter(Strategy):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 
+    def _check_target(self, is_async: bool) -> None:
+        if not is_async and getattr(self._store, "is_async", False):
+            raise TypeError(
+                f"rate limiter {self.name!r} keeps its state through an async client, so a "
+                "sync function cannot wait for it: decorate an async def function, or give "
+                "the store a sync client"
+            )
+
     @property
     def store(self) -> Store:
         """The store that holds this limiter's state."""
@@ -545,6 +553,9 @@ class LimitedCall(Strategy):
                 "a `with` block has no call arguments: give limit() a plain key and cost"
             )
         return self._key, self._cost
+
+    def _check_target(self, is_async: bool) -> None:
+        self._limiter._check_target(is_async)
 
     def _wrap_sync(self, fn: Callable[P, T]) -> Callable[P, T]:
         acquire, resolve, timeout = self._limiter.acquire, self._resolve, self._timeout

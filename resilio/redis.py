@@ -250,6 +250,11 @@ class RedisStore:
         self._down_until = 0.0
         self._last_error: BaseException | None = None
 
+    @property
+    def is_async(self) -> bool:
+        """Whether the store is built on an async client: then only async forms work."""
+        return self._async
+
     def __repr__(self) -> str:
         return f"RedisStore({self._client!r}, prefix={self._prefix!r}, on_error={self._on_error!r})"
 

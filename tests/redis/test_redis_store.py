@@ -29,7 +29,7 @@ from resilio.redis import RedisStore
 from resilio.stores import MemoryStore
 from resilio.testing import FakeClock
 
-from .conftest import Endpoint
+from .conftest import Endpoint, client_options
 
 pytestmark = pytest.mark.anyio
 
@@ -281,3 +281,28 @@ def test_allof_of_redis_parts_decides_on_redis(sync_client: redis.Redis, prefix:
     admitted = sum(first.allow("u") for _ in range(10)) + sum(second.allow("u") for _ in range(10))
     assert admitted == 10
     assert sync_client.keys(f"{prefix}*")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_limiter_on_an_async_client_refuses_sync_functions_at_decoration(
+    redis_endpoint: Endpoint, prefix: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_endpoint.url, **client_options())
+    try:
+        store = RedisStore(client, prefix=prefix)
+        assert store.is_async
+        limiter = TokenBucket(rate=10, capacity=10, store=store)
+
+        def sync_call() -> str:
+            return "never"
+
+        async def async_call() -> str:
+            return "ok"
+
+        with pytest.raises(TypeError, match="async client"):
+            limiter(sync_call)
+        with pytest.raises(TypeError, match="async client"):
+            limiter.limit(key="k")(sync_call)
+        assert await limiter(async_call)() == "ok"
+    finally:
+        await client.aclose()
