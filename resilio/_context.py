@@ -17,6 +17,8 @@ attempt_var: ContextVar[int] = ContextVar("resilio.attempt", default=0)
 # innermost enclosing `resilio.timeout` has expired. Cooperative: sync code can
 # only honour it by reading it.
 deadline_var: ContextVar[float | None] = ContextVar("resilio.deadline", default=None)
+# The name of the innermost named resilio.Pipeline the call runs in, for events.
+pipeline_var: ContextVar[str | None] = ContextVar("resilio.pipeline", default=None)
 
 
 def current_attempt() -> int:

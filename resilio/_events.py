@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ._context import pipeline_var
 from ._core.retry import GiveUpReason
 from ._outcome import Outcome
 
@@ -104,6 +105,8 @@ class Event:
             ``ATTEMPT`` and ``CALL`` (True: a failure it retried or gave up on).
         key: The rate-limit key, for limiter events (may identify a user:
             keep it out of metrics unless you mean to record it).
+        pipeline: The name of the innermost named `resilio.Pipeline` the
+            decision was made in, if any (filled in when the event is emitted).
     """
 
     kind: EventKind
@@ -119,6 +122,7 @@ class Event:
     duration: float | None = None
     handled: bool | None = None
     key: str | None = None
+    pipeline: str | None = None
 
 
 Listener = Callable[[Event], object]
@@ -174,6 +178,8 @@ def validate_listeners(listeners: Iterable[Listener] | None) -> tuple[Listener, 
 
 def emit(event: Event, listeners: tuple[Listener, ...]) -> None:
     """Deliver ``event`` to ``listeners`` and the global ones; never raises."""
+    if event.pipeline is None:
+        event.pipeline = pipeline_var.get()
     for listener in (*listeners, *global_listeners):
         try:
             listener(event)
@@ -183,6 +189,8 @@ def emit(event: Event, listeners: tuple[Listener, ...]) -> None:
 
 def emit_timing(event: Event) -> None:
     """Deliver an ``ATTEMPT`` or ``CALL`` event to the timing listeners; never raises."""
+    if event.pipeline is None:
+        event.pipeline = pipeline_var.get()
     for listener in timing_listeners:
         try:
             listener(event)

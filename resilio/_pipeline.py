@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
+from . import _events
+from ._clock import runtime
+from ._context import pipeline_var
+from ._events import Event, EventKind, emit_timing
+from ._outcome import Outcome
 from ._strategy import Strategy
 
 __all__ = ["Pipeline"]
@@ -31,21 +36,31 @@ class Pipeline(Strategy):
     Compositions that cannot work are refused here: a timeout inside another
     one must be shorter, or it could never fire.
 
+    A *named* pipeline is also observable as a whole: every event emitted
+    inside it carries its name (`resilio.Event.pipeline`), and while a timing
+    listener is registered (``add_listener(..., timings=True)``, which
+    `resilio.otel` uses) each call emits a ``CALL`` event with its duration.
+    This costs a context variable per call; an unnamed pipeline costs nothing.
+
     Args:
         *strategies: Strategies (pipelines included), outermost first.
-        name: The name in error messages.
+        name: Names the pipeline in events and metrics; None (the default)
+            leaves it anonymous and free.
     """
 
-    __slots__ = ("name", "strategies")
+    __slots__ = ("_named", "name", "strategies")
 
-    def __init__(self, *strategies: Strategy, name: str = "pipeline") -> None:
+    def __init__(self, *strategies: Strategy, name: str | None = None) -> None:
         for position, strategy in enumerate(strategies):
             if not isinstance(strategy, Strategy):
                 raise TypeError(
                     f"Pipeline takes resilio strategies; item {position} is {strategy!r}"
                 )
+        if name is not None and (not isinstance(name, str) or not name):
+            raise TypeError(f"name must be a non-empty str or None, got {name!r}")
         self.strategies: tuple[Strategy, ...] = strategies
-        self.name = name
+        self.name = name or "pipeline"
+        self._named = name is not None
         self._check_timeouts()
 
     def _flat(self) -> Iterator[Strategy]:
@@ -77,12 +92,62 @@ class Pipeline(Strategy):
     def _wrap_sync(self, fn: Callable[P, T]) -> Callable[P, T]:
         for strategy in reversed(self.strategies):
             fn = strategy._wrap_sync(fn)
-        return fn
+        return self._named_sync(fn) if self._named else fn
 
     def _wrap_async(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
         for strategy in reversed(self.strategies):
             fn = strategy._wrap_async(fn)
-        return fn
+        return self._named_async(fn) if self._named else fn
+
+    def _ended(self, started: float, result: object, error: Exception | None) -> None:
+        """Emit the ``CALL`` event of one call through this named pipeline."""
+        now = runtime.clock.now()
+        outcome: Outcome[Any] = Outcome(result, error)
+        event = Event(EventKind.CALL, self.name, now, outcome=outcome, duration=now - started)
+        event.pipeline = self.name
+        emit_timing(event)
+
+    def _named_sync(self, fn: Callable[P, T]) -> Callable[P, T]:
+        name, events, ended = self.name, _events, self._ended
+
+        def piped(*args: P.args, **kwargs: P.kwargs) -> T:
+            token = pipeline_var.set(name)
+            try:
+                if not events.timing_listeners:
+                    return fn(*args, **kwargs)
+                started = runtime.clock.now()
+                try:
+                    result = fn(*args, **kwargs)
+                except Exception as exc:
+                    ended(started, None, exc)
+                    raise
+                ended(started, result, None)
+                return result
+            finally:
+                pipeline_var.reset(token)
+
+        return piped
+
+    def _named_async(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        name, events, ended = self.name, _events, self._ended
+
+        async def piped(*args: P.args, **kwargs: P.kwargs) -> T:
+            token = pipeline_var.set(name)
+            try:
+                if not events.timing_listeners:
+                    return await fn(*args, **kwargs)
+                started = runtime.clock.now()
+                try:
+                    result = await fn(*args, **kwargs)
+                except Exception as exc:
+                    ended(started, None, exc)
+                    raise
+                ended(started, result, None)
+                return result
+            finally:
+                pipeline_var.reset(token)
+
+        return piped
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(s) for s in self.strategies)

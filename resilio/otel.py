@@ -241,6 +241,8 @@ class Instrumentation:
         """Record ``event``: a resilio `Listener`."""
         kind = event.kind
         attributes: dict[str, AttributeValue] = {"resilio.strategy.name": event.source}
+        if event.pipeline is not None:
+            attributes["resilio.pipeline.name"] = event.pipeline
         error_type = _error_type(event)
         if error_type is not None:
             attributes["error.type"] = error_type

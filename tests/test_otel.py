@@ -457,3 +457,39 @@ def test_example_configurations_use_real_metric_and_label_names(name: str) -> No
     states = {state.value for state in resilio.CircuitState}
     for pattern in re.findall(r'resilio_circuit_breaker_state=~?"([a-z_|]+)"', text):
         assert set(pattern.split("|")) <= states, pattern
+
+
+def test_named_pipelines_label_metrics_and_get_a_duration() -> None:
+    reader = InMemoryMetricReader()
+    instrumentation = resilio.otel.instrument(MeterProvider(metric_readers=[reader]))
+    clock = FakeClock()
+    policy = resilio.Pipeline(
+        resilio.retry(on=KeyError, attempts=2, backoff=resilio.backoff.none(), clock=clock),
+        name="checkout",
+    )
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError("once")
+        return "ok"
+
+    try:
+        assert policy(flaky)() == "ok"
+    finally:
+        instrumentation.uninstrument()
+    data = reader.get_metrics_data()
+    assert data is not None
+    metrics = {m.name: m for m in data.resource_metrics[0].scope_metrics[0].metrics}
+    retry_points = [
+        p
+        for p in metrics[resilio.otel.EVENTS].data.data_points
+        if (p.attributes or {}).get("resilio.event.name") == "retry"
+    ]
+    assert [(p.attributes or {}).get("resilio.pipeline.name") for p in retry_points] == ["checkout"]
+    durations = {
+        (p.attributes or {}).get("resilio.strategy.name")
+        for p in metrics[resilio.otel.PIPELINE_DURATION].data.data_points
+    }
+    assert "checkout" in durations  # the pipeline's own CALL, beside the retry's

@@ -127,3 +127,73 @@ async def test_async_pipeline_keeps_coroutine_function_and_works() -> None:
     assert inspect.iscoroutinefunction(fetch)
     assert await fetch(7) == 7
     assert calls == [7, 7]
+
+
+def test_named_pipelines_tag_their_events_and_time_their_calls(fake_clock: FakeClock) -> None:
+    heard: list[resilio.Event] = []
+    timed: list[resilio.Event] = []
+    inner = resilio.retry(on=KeyError, attempts=2, backoff=no_wait, name="inner-retry")
+    named = resilio.Pipeline(inner, name="checkout")
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        fake_clock.advance(0.25)
+        if len(calls) == 1:
+            raise KeyError("once")
+        return "ok"
+
+    resilio.add_listener(heard.append)
+    resilio.add_listener(timed.append, timings=True)
+    try:
+        assert named(flaky)() == "ok"
+    finally:
+        resilio.remove_listener(heard.append)
+        resilio.remove_listener(timed.append)
+    retry_events = [e for e in heard if e.kind is resilio.EventKind.RETRY]
+    assert [(e.source, e.pipeline) for e in retry_events] == [("inner-retry", "checkout")]
+    pipeline_calls = [
+        e for e in timed if e.kind is resilio.EventKind.CALL and e.source == "checkout"
+    ]
+    assert len(pipeline_calls) == 1
+    assert pipeline_calls[0].duration == pytest.approx(0.5)
+    assert pipeline_calls[0].pipeline == "checkout"
+    assert resilio.current_attempt() == 0
+
+
+def test_anonymous_pipelines_add_no_wrapper() -> None:
+    retry = resilio.retry(on=KeyError)
+
+    def fn() -> int:
+        return 1
+
+    through_pipeline = resilio.Pipeline(retry)(fn)
+    direct = retry(fn)
+    assert through_pipeline.__code__ is direct.__code__  # the retry's own wrapper, nothing more
+    assert resilio.Pipeline(retry, name="named")(fn).__code__ is not direct.__code__
+    with pytest.raises(TypeError, match="name"):
+        resilio.Pipeline(retry, name="")
+
+
+@pytest.mark.anyio
+async def test_named_async_pipelines_tag_events() -> None:
+    heard: list[resilio.Event] = []
+    policy = resilio.Pipeline(
+        resilio.retry(on=KeyError, attempts=2, backoff=no_wait), name="async-checkout"
+    )
+    calls: list[int] = []
+
+    @policy
+    async def flaky() -> str:
+        calls.append(1)
+        await anyio.lowlevel.checkpoint()
+        if len(calls) == 1:
+            raise KeyError("once")
+        return "ok"
+
+    resilio.add_listener(heard.append)
+    try:
+        assert await flaky() == "ok"
+    finally:
+        resilio.remove_listener(heard.append)
+    assert {e.pipeline for e in heard} == {"async-checkout"}
