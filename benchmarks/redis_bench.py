@@ -55,7 +55,7 @@ def _sync(url: str, calls: int, rounds: int) -> list[dict[str, float]]:
     client = redis.Redis.from_url(url, socket_timeout=2.0)
     trivial = client.script_load("return 1")
     store = RedisStore(client)
-    limiter = TokenBucket(rate=1e9, per=1.0, capacity=10**9, store=store)
+    limiter = TokenBucket(rate=1e6, per=1.0, capacity=10**9, store=store)
     limiter.try_acquire("bench")
     keys, args = _script_call(store, limiter)
     sha = _LIMITER.sha
@@ -81,7 +81,7 @@ async def _async(
     client = redis.asyncio.Redis.from_url(url, socket_timeout=2.0, max_connections=200)
     trivial = await client.script_load("return 1")
     store = RedisStore(client)
-    limiter = TokenBucket(rate=1e9, per=1.0, capacity=10**9, store=store)
+    limiter = TokenBucket(rate=1e6, per=1.0, capacity=10**9, store=store)
     await limiter.try_acquire_async("bench")
     keys, args = _script_call(store, limiter)
     sha = _LIMITER.sha
