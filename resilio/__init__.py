@@ -23,12 +23,11 @@ from ._errors import (
 from ._events import Event, EventKind, Listener, add_listener, remove_listener
 from ._fallback import Fallback, fallback
 from ._hedge import Hedge, hedge
-from ._limiter import (
+from ._limiter import LimitedCall, RateLimiter
+from ._limits import (
     AllOf,
     FixedWindow,
     LeakyBucket,
-    LimitedCall,
-    RateLimiter,
     SlidingWindow,
     SlidingWindowLog,
     TokenBucket,

@@ -19,8 +19,7 @@ import matplotlib.pyplot as plt
 import trio
 import trio.testing
 
-from resilio._errors import RateLimitExceeded
-from resilio._limiter import (
+from resilio import (
     FixedWindow,
     LeakyBucket,
     RateLimiter,
@@ -28,6 +27,7 @@ from resilio._limiter import (
     SlidingWindowLog,
     TokenBucket,
 )
+from resilio._errors import RateLimitExceeded
 from resilio.testing import FakeClock
 
 HERE = Path(__file__).parent

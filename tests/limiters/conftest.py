@@ -13,8 +13,8 @@ from typing import Any
 import anyio.lowlevel
 import pytest
 
+from resilio import RateLimiter
 from resilio._core.limiters import Algorithm, Decision
-from resilio._limiter import RateLimiter
 from resilio.stores import MemoryStore, Store
 from resilio.testing import FakeClock
 

@@ -15,8 +15,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from resilio._events import Event
-from resilio._limiter import (
+from resilio import (
     FixedWindow,
     LeakyBucket,
     RateLimiter,
@@ -24,6 +23,7 @@ from resilio._limiter import (
     SlidingWindowLog,
     TokenBucket,
 )
+from resilio._events import Event
 from resilio._waiting import TaskWaiter
 from resilio.stores import MemoryStore, Store
 from resilio.testing import FakeClock

@@ -10,8 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from resilio._errors import RateLimitExceeded
-from resilio._limiter import (
+from resilio import (
     AllOf,
     FixedWindow,
     LeakyBucket,
@@ -20,6 +19,7 @@ from resilio._limiter import (
     SlidingWindowLog,
     TokenBucket,
 )
+from resilio._errors import RateLimitExceeded
 from resilio.stores import MemoryStore, Store
 
 

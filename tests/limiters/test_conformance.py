@@ -7,9 +7,7 @@ from typing import Any
 
 import pytest
 
-from resilio._core.limiters import Decision
-from resilio._errors import RateLimitExceeded
-from resilio._limiter import (
+from resilio import (
     AllOf,
     FixedWindow,
     LeakyBucket,
@@ -18,6 +16,8 @@ from resilio._limiter import (
     SlidingWindowLog,
     TokenBucket,
 )
+from resilio._core.limiters import Decision
+from resilio._errors import RateLimitExceeded
 from resilio.testing import FakeClock
 
 from .conftest import Api

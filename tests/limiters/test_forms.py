@@ -8,9 +8,7 @@ from typing import Any
 import pytest
 
 import resilio
-from resilio._core.limiters import Decision, parse_limit
-from resilio._errors import RateLimitExceeded
-from resilio._limiter import (
+from resilio import (
     AllOf,
     FixedWindow,
     LeakyBucket,
@@ -18,6 +16,8 @@ from resilio._limiter import (
     SlidingWindowLog,
     TokenBucket,
 )
+from resilio._core.limiters import Decision, parse_limit
+from resilio._errors import RateLimitExceeded
 from resilio._pipeline import Pipeline
 from resilio.stores import MemoryStore
 from resilio.testing import FakeClock

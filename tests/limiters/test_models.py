@@ -21,8 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from resilio._errors import RateLimitExceeded
-from resilio._limiter import (
+from resilio import (
     AllOf,
     FixedWindow,
     LeakyBucket,
@@ -30,6 +29,7 @@ from resilio._limiter import (
     SlidingWindowLog,
     TokenBucket,
 )
+from resilio._errors import RateLimitExceeded
 
 from .conftest import STORES
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from resilio import AllOf, FixedWindow, TokenBucket
 from resilio._core.limiters import US, FixedWindowAlgorithm, GcraAlgorithm
 from resilio._errors import RateLimitExceeded
-from resilio._limiter import AllOf, FixedWindow, TokenBucket
 from resilio.stores import MemoryStore, Store
 from resilio.testing import FakeClock
 

@@ -12,8 +12,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+from resilio import LeakyBucket, RateLimiter, TokenBucket
 from resilio._errors import RateLimitExceeded
-from resilio._limiter import LeakyBucket, RateLimiter, TokenBucket
 from resilio.stores import Store
 from resilio.testing import FakeClock
 
