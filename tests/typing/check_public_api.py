@@ -78,3 +78,32 @@ async def use_breaker() -> None:
         charge(1)
     except resilio.CircuitOpenError as error:
         assert_type(error.retry_after, float)
+
+
+limiter = resilio.TokenBucket(rate=10, per=1.0, capacity=20)
+both = resilio.AllOf("10/second", "1000/hour")
+
+
+@limiter
+def limited(user: str) -> int:
+    return len(user)
+
+
+@limiter.limit(key=lambda user: f"user:{user}")
+async def limited_async(user: str) -> int:
+    return len(user)
+
+
+async def use_limiters() -> None:
+    assert_type(limited("a"), int)
+    assert_type(await limited_async("a"), int)
+    decision = limiter.try_acquire("user:1", cost=1)
+    assert_type(decision, resilio.Decision)
+    assert_type(decision.allowed, bool)
+    assert_type(decision.retry_after, float)
+    assert_type(limiter.allow("user:1"), bool)
+    assert_type(await both.acquire_async("user:1", timeout=2.0), resilio.Decision)
+    try:
+        limiter.acquire("user:1", timeout=0.5)
+    except resilio.RateLimitExceeded as error:
+        assert_type(error.retry_after, float)
