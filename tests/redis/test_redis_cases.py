@@ -444,10 +444,11 @@ def test_a_frozen_redis_costs_one_timeout_then_recovers(
             assert time.monotonic() - start < 0.5
             start = time.monotonic()
             assert limiter.try_acquire("k").allowed  # Redis is not asked again for a while
-            assert time.monotonic() - start < 0.05
+            assert time.monotonic() - start < 0.15  # well below one 0.2 s timeout
         time.sleep(0.35)
         decision = limiter.try_acquire("k")  # back on Redis, which kept counting
         assert decision.allowed
-        # The request that timed out had reached the frozen server, which ran it on
-        # waking: a timed-out decision may count (the documented, limiting side).
-        assert decision.remaining == 100 - 3
+        # The request that timed out had reached the frozen server, which may run it on
+        # waking (when it reads the bytes before it sees the closed connection): a
+        # timed-out decision may count, the documented limiting side. The local one never does.
+        assert decision.remaining in (100 - 3, 100 - 2)
