@@ -16,11 +16,23 @@ from resilio import AllOf, FixedWindow, TokenBucket
 from resilio._http_headers import parse_ratelimit
 from resilio.asgi import RateLimitMiddleware, Rule, client_address
 from resilio.fastapi import RateLimit
+from resilio.testing import FakeClock, use_clock
 
 from .apps import Calls, fastapi_app, starlette_app
 from .servers import ServerThread
 
 MINUTE = 60.0
+
+
+@pytest.fixture(autouse=True)
+def _frozen_limiter_time() -> Iterator[None]:
+    """Limiters here read a clock that stands still in the middle of a window.
+
+    Fixed windows are aligned on the clock: on the real one, a boundary passing
+    between two requests of a test would refill the window and change the answer.
+    """
+    with use_clock(FakeClock(start=1_000_000.5)):
+        yield
 
 
 @contextmanager
