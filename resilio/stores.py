@@ -139,10 +139,11 @@ class MemoryStore:
             )
         return entry[1]
 
-    def _decide(
-        self, limits: Sequence[Algorithm], key: str, cost: int, now: int, commit: bool
-    ) -> Decision:
-        # Called with the lock held.
+    def _tick(self, now: int) -> int:
+        """Count one operation at ``now``, never earlier than the latest seen; sweep when due.
+
+        Called with the lock held. Returns the time the operation is decided at.
+        """
         if now < self._now:
             now = self._now
         else:
@@ -150,6 +151,13 @@ class MemoryStore:
         self._ops += 1
         if self._ops >= self._next_sweep:
             self._sweep_locked(now)
+        return now
+
+    def _decide(
+        self, limits: Sequence[Algorithm], key: str, cost: int, now: int, commit: bool
+    ) -> Decision:
+        # Called with the lock held.
+        now = self._tick(now)
         if len(limits) == 1:
             limit = limits[0]
             table = self._table(limit)
@@ -187,14 +195,8 @@ class MemoryStore:
         with self._lock:
             if len(limits) != 1:
                 return self._decide(limits, key, cost, now, True)
-            # The hot path, inlined: one limit, its table found by name.
-            if now < self._now:
-                now = self._now
-            else:
-                self._now = now
-            self._ops += 1
-            if self._ops >= self._next_sweep:
-                self._sweep_locked(now)
+            # One limit: its table found by name, its algorithm's own fast path.
+            now = self._tick(now)
             limit = limits[0]
             entry = self._tables.get(limit.name)
             table = entry[1] if entry is not None and entry[0] is limit else self._table(limit)
@@ -205,13 +207,7 @@ class MemoryStore:
         with self._lock:
             if len(limits) != 1:
                 return self._decide(limits, key, cost, now, True)[0]  # type: ignore[no-any-return]
-            if now < self._now:
-                now = self._now
-            else:
-                self._now = now
-            self._ops += 1
-            if self._ops >= self._next_sweep:
-                self._sweep_locked(now)
+            now = self._tick(now)
             limit = limits[0]
             entry = self._tables.get(limit.name)
             table = entry[1] if entry is not None and entry[0] is limit else self._table(limit)
@@ -226,6 +222,8 @@ class MemoryStore:
         with self._lock:
             table = self._table(limit)
         lock, take, admit = self._lock, limit.take_in, limit.admit_in
+        # The hottest path in resilio: `_tick` is written out in both closures, since
+        # one more call would cost about a tenth of a decision.
 
         def acquire(key: str, cost: int, now: int) -> Decision:
             with lock:
