@@ -8,7 +8,6 @@ asked to wait, and emits events.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -36,6 +35,7 @@ __all__ = ["LimitedCall", "RateLimiter"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+R = TypeVar("R")
 
 KeyArg = str | Callable[..., str]
 CostArg = int | Callable[..., int]
@@ -116,8 +116,8 @@ class RateLimiter(Strategy):
     """
 
     __slots__ = (
-        "_acquire_now",
-        "_allow_now",
+        # A limiter of one limit in memory keeps its decision methods here (see __init__).
+        "__dict__",
         "_clock",
         "_limits",
         "_lines",
@@ -164,18 +164,14 @@ class RateLimiter(Strategy):
         self._max_cost = min(limit.capacity for limit in self._limits)
         self._max_queued = max_queued
         self._lines = Lines()
-        self._acquire_now: Callable[[str, int, int], Decision]
-        self._allow_now: Callable[[str, int, int], bool]
         # Exactly a MemoryStore (a subclass may do anything): it never blocks, so
-        # the async forms may call it directly, and for one limit it offers its
-        # decision pre-bound (the hottest path in resilio).
+        # the async forms may call it directly.
         store = self._store
         self._memory = type(store) is MemoryStore
         if self._memory and isinstance(store, MemoryStore) and len(self._limits) == 1:
-            self._acquire_now, self._allow_now = store._bind(self._limits[0])
-        else:
-            self._acquire_now = functools.partial(self._store.acquire, self._limits)
-            self._allow_now = functools.partial(self._store.allow, self._limits)
+            # The hottest path in resilio: these instance attributes shadow the
+            # methods of the same names with closures that do the same in one frame.
+            self.__dict__.update(_inline_decisions(self, store, self._limits[0]))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -219,6 +215,9 @@ class RateLimiter(Strategy):
     def _emit(self, kind: EventKind, clock: Clock, key: str, delay: float | None = None) -> None:
         emit(Event(kind, self.name, clock.now(), delay=delay, key=key), self._listeners)
 
+    def _emit_admission(self, allowed: bool, clock: Clock, key: str) -> None:
+        self._emit(EventKind.LIMITER_ALLOWED if allowed else EventKind.LIMITER_REJECTED, clock, key)
+
     def _emit_decision(self, decision: Decision, clock: Clock, key: str) -> None:
         if decision[0]:
             self._emit(EventKind.LIMITER_ALLOWED, clock, key)
@@ -260,8 +259,7 @@ class RateLimiter(Strategy):
         if cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost):
             self._bad_cost(cost)
         clock = self._clock or runtime.clock
-        now = _monotonic_ns() // 1000 if type(clock) is SystemClock else round(clock.now() * US)
-        decision = self._acquire_now(key, cost, now)
+        decision = self._store.acquire(self._limits, key, cost, self._now_us(clock))
         if self._listeners or _events.global_listeners:
             self._emit_decision(decision, clock, key)
         return decision
@@ -274,12 +272,9 @@ class RateLimiter(Strategy):
         if cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost):
             self._bad_cost(cost)
         clock = self._clock or runtime.clock
-        now = _monotonic_ns() // 1000 if type(clock) is SystemClock else round(clock.now() * US)
-        allowed = self._allow_now(key, cost, now)
+        allowed = self._store.allow(self._limits, key, cost, self._now_us(clock))
         if self._listeners or _events.global_listeners:
-            self._emit(
-                EventKind.LIMITER_ALLOWED if allowed else EventKind.LIMITER_REJECTED, clock, key
-            )
+            self._emit_admission(allowed, clock, key)
         return allowed
 
     def peek(self, key: str = "", cost: int = 1) -> Decision:
@@ -303,9 +298,9 @@ class RateLimiter(Strategy):
         if cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost):
             self._bad_cost(cost)
         clock = self._clock or runtime.clock
-        now = _monotonic_ns() // 1000 if type(clock) is SystemClock else round(clock.now() * US)
+        now = self._now_us(clock)
         if self._memory:
-            decision = self._acquire_now(key, cost, now)
+            decision = self._store.acquire(self._limits, key, cost, now)
         else:
             decision = await self._store.acquire_async(self._limits, key, cost, now)
         if self._listeners or _events.global_listeners:
@@ -502,6 +497,62 @@ class RateLimiter(Strategy):
 
     async def __aexit__(self, *exc_info: object) -> None:
         return None
+
+
+def _inline_decisions(
+    limiter: RateLimiter, store: MemoryStore, limit: Algorithm
+) -> dict[str, Callable[..., Any]]:
+    """``try_acquire``, ``allow`` and ``try_acquire_async`` of ``limiter``, written out for speed.
+
+    They do what the methods of the same names do, for a limiter of one limit
+    in a `MemoryStore`, with the store's bookkeeping (see `MemoryStore._bind`)
+    inline: one Python frame and the algorithm's own, where the methods take
+    three. The clock is read under the store's lock, so decisions are made in
+    the order their times were read.
+    """
+    lock, table = store._bind(limit)
+    fixed_clock, max_cost, listeners = limiter._clock, limiter._max_cost, limiter._listeners
+    bad_cost = limiter._bad_cost
+    countdown = 1  # operations until the next sweep: the first one sweeps
+
+    def inline(
+        decide: Callable[[dict[str, Any], str, int, int], R], emit: Callable[[R, Clock, str], None]
+    ) -> Callable[[str, int], R]:
+        def decision(key: str = "", cost: int = 1) -> R:
+            nonlocal countdown
+            if cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= max_cost):
+                bad_cost(cost)
+            clock = fixed_clock or runtime.clock
+            with lock:
+                if clock.__class__ is SystemClock:
+                    now = _monotonic_ns() // 1000
+                else:
+                    now = round(clock.now() * US)
+                # MemoryStore._tick, written out.
+                if now < store._now:
+                    now = store._now
+                else:
+                    store._now = now
+                countdown -= 1
+                if not countdown:
+                    countdown = store._swept(now)
+                result = decide(table, key, now, cost)
+            if listeners or _events.global_listeners:
+                emit(result, clock, key)
+            return result
+
+        return decision
+
+    try_acquire = inline(limit.take_in, limiter._emit_decision)
+
+    async def try_acquire_async(key: str = "", cost: int = 1) -> Decision:
+        return try_acquire(key, cost)
+
+    return {
+        "try_acquire": try_acquire,
+        "allow": inline(limit.admit_in, limiter._emit_admission),
+        "try_acquire_async": try_acquire_async,
+    }
 
 
 class LimitedCall(Strategy):

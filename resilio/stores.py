@@ -12,15 +12,12 @@ idle keys reclaimed as a side effect of normal traffic (no thread, no task).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ._core.limiters import US, Algorithm, Decision, Verdict, combine, make_decision
 
 __all__ = ["MemoryStore", "Store"]
-
-Decide = Callable[[str, int, int], Decision]
-Admit = Callable[[str, int, int], bool]
 
 
 @runtime_checkable
@@ -213,41 +210,28 @@ class MemoryStore:
             table = entry[1] if entry is not None and entry[0] is limit else self._table(limit)
             return limit.admit_in(table, key, now, cost)
 
-    def _bind(self, limit: Algorithm) -> tuple[Decide, Admit]:
-        """Return `acquire` and `allow` for one limit, specialised for speed.
+    def _bind(self, limit: Algorithm) -> tuple[threading.Lock, dict[str, Any]]:
+        """Return the lock and ``limit``'s table of states, for a caller that decides inline.
 
+        The hottest path in resilio (a rate limiter of one limit in memory)
+        holds the lock, reads the clock under it, applies the guard `_tick`
+        applies, calls the algorithm's ``take_in`` or ``admit_in`` on the
+        table, and calls `_swept` once every number of operations it returned.
         Tables are never replaced once created (sweeps and resets only remove
-        keys), so the closures may hold on to this limit's table.
+        keys), so the caller may hold on to this one.
         """
         with self._lock:
-            table = self._table(limit)
-        lock, take, admit = self._lock, limit.take_in, limit.admit_in
-        # The hottest path in resilio: `_tick` is written out in both closures, since
-        # one more call would cost about a tenth of a decision.
+            return self._lock, self._table(limit)
 
-        def acquire(key: str, cost: int, now: int) -> Decision:
-            with lock:
-                if now < self._now:
-                    now = self._now
-                else:
-                    self._now = now
-                self._ops += 1
-                if self._ops >= self._next_sweep:
-                    self._sweep_locked(now)
-                return take(table, key, now, cost)
+    def _swept(self, now: int) -> int:
+        """Sweep at ``now`` for an inline caller (lock held); return the operations until the next.
 
-        def allow(key: str, cost: int, now: int) -> bool:
-            with lock:
-                if now < self._now:
-                    now = self._now
-                else:
-                    self._now = now
-                self._ops += 1
-                if self._ops >= self._next_sweep:
-                    self._sweep_locked(now)
-                return admit(table, key, now, cost)
-
-        return acquire, allow
+        Each inline caller counts its own operations, so a sweep of the keys
+        held happens at least every that many operations of each: still O(1)
+        amortized per operation.
+        """
+        self._sweep_locked(now)
+        return self._next_sweep - self._ops
 
     def peek(self, limits: Sequence[Algorithm], key: str, cost: int, now: int) -> Decision:
         """See `Store.peek`."""
