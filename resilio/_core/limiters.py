@@ -521,13 +521,15 @@ class SlidingWindowAlgorithm(Algorithm):
             current = previous = 0
         weighted = previous * (window - elapsed)
         after = current + cost
-        if weighted + after * window <= limit * window:
+        # The tests of `evaluate` with the limit's products taken apart: the same
+        # answers with fewer operations on numbers that may pass 2**62.
+        if weighted <= (limit - after) * window:
             table[key] = (index, after, previous)
             return _new_tuple(
                 Decision,
                 (
                     True,
-                    (limit * window - weighted - after * window) // window,
+                    limit - after + -weighted // window,
                     0.0,
                     (2 * window - elapsed) / US,
                     limit,
@@ -549,7 +551,7 @@ class SlidingWindowAlgorithm(Algorithm):
             current, previous = 0, state[1]
         else:
             current = previous = 0
-        if previous * (window - now % window) + (current + cost) * window <= self.capacity * window:
+        if previous * (window - now % window) <= (self.capacity - current - cost) * window:
             table[key] = (index, current + cost, previous)
             return True
         return False
@@ -644,7 +646,8 @@ class SlidingLogAlgorithm(Algorithm):
         log = table.get(key)
         if log is None:
             log = table[key] = SlidingLog()
-        self._prune(log, now)
+        elif log.entries and log.entries[0][0] <= now - self.window:
+            self._prune(log, now)  # only when something expired: a call costs more than the test
         total = log.total
         if total + cost <= self.capacity:
             self._append(log, now, cost)
@@ -659,7 +662,8 @@ class SlidingLogAlgorithm(Algorithm):
         log = table.get(key)
         if log is None:
             log = table[key] = SlidingLog()
-        self._prune(log, now)
+        elif log.entries and log.entries[0][0] <= now - self.window:
+            self._prune(log, now)
         if log.total + cost <= self.capacity:
             self._append(log, now, cost)
             return True

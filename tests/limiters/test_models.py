@@ -237,6 +237,12 @@ def check_sequence(setup: Any, ops: list[Any], store_name: str, flavour: str) ->
             now = clock.us
             cost = max(1, math.ceil(fraction * max_cost))
             model = models[key]
+            if flavour == "allow":  # the boolean fast path decides as try_acquire does
+                allowed = limiter.allow(key, cost)
+                assert allowed == model.fits(now, cost), (now, key, cost)
+                if allowed:
+                    model.commit(now, cost)
+                continue
             if flavour == "sync":
                 decision = limiter.try_acquire(key, cost)
             else:
@@ -259,7 +265,7 @@ def check_sequence(setup: Any, ops: list[Any], store_name: str, flavour: str) ->
 
 
 @pytest.mark.parametrize("store_name", sorted(STORES))
-@pytest.mark.parametrize("flavour", ["sync", "async"])
+@pytest.mark.parametrize("flavour", ["sync", "async", "allow"])
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(setup=limiter_and_model(), ops=steps)
 def test_algorithms_match_their_models(
