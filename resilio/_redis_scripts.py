@@ -31,6 +31,7 @@ from redis.exceptions import NoScriptError
 __all__ = [
     "AsyncScriptRunner",
     "Script",
+    "client_encoding",
     "client_flavour",
     "client_timeout",
     "run_script",
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 Arg = str | bytes | int
+Key = str | bytes
 
 
 class Script:
@@ -47,13 +49,15 @@ class Script:
         name: The file name in ``resilio/lua/`` (without ``.lua``).
     """
 
-    __slots__ = ("name", "sha", "source")
+    __slots__ = ("name", "sha", "sha_bytes", "source")
 
     def __init__(self, name: str) -> None:
         self.name = name
         path = resources.files("resilio").joinpath("lua").joinpath(f"{name}.lua")
         self.source = path.read_text("utf-8")
         self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
+        # What EVALSHA sends: redis-py passes bytes through, while it encodes a str per call.
+        self.sha_bytes = self.sha.encode()
 
     def __repr__(self) -> str:
         return f"<Script {self.name} {self.sha[:12]}>"
@@ -75,29 +79,40 @@ def client_flavour(client: object) -> str:
     )
 
 
+def _connection_kwargs(client: object) -> dict[str, Any]:
+    if isinstance(client, (redis.Redis, redis.asyncio.Redis)):
+        return client.connection_pool.connection_kwargs
+    if isinstance(client, redis.cluster.RedisCluster):
+        return client.nodes_manager.connection_kwargs
+    return getattr(client, "connection_kwargs", {})
+
+
 def client_timeout(client: object) -> float | None:
     """The socket timeout (seconds) the client's connections use, if any."""
-    kwargs: dict[str, Any]
-    if isinstance(client, (redis.Redis, redis.asyncio.Redis)):
-        kwargs = client.connection_pool.connection_kwargs
-    elif isinstance(client, redis.cluster.RedisCluster):
-        kwargs = client.nodes_manager.connection_kwargs
-    else:
-        kwargs = getattr(client, "connection_kwargs", {})
-    timeout = kwargs.get("socket_timeout")
+    timeout = _connection_kwargs(client).get("socket_timeout")
     return None if timeout is None else float(timeout)
 
 
-def run_script(client: Any, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+def client_encoding(client: object) -> tuple[str, str]:
+    """The encoding and its error handler with which the client turns str into bytes.
+
+    A caller that sends bytes it encoded itself (cheaper per call than letting
+    redis-py do it) uses these, so the bytes are the ones redis-py would send.
+    """
+    kwargs = _connection_kwargs(client)
+    return kwargs.get("encoding", "utf-8"), kwargs.get("encoding_errors", "strict")
+
+
+def run_script(client: Any, script: Script, keys: Sequence[Key], args: Sequence[Arg]) -> Any:
     """Run ``script`` by EVALSHA on a sync client, falling back to EVAL on NOSCRIPT."""
     try:
-        return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        return client.execute_command("EVALSHA", script.sha_bytes, len(keys), *keys, *args)
     except NoScriptError:
         return client.execute_command("EVAL", script.source, len(keys), *keys, *args)
 
 
 async def run_script_async(
-    client: Any, script: Script, keys: Sequence[str], args: Sequence[Arg]
+    client: Any, script: Script, keys: Sequence[Key], args: Sequence[Arg]
 ) -> Any:
     """Async twin of `run_script`; also retries once on a dropped connection.
 
@@ -113,15 +128,15 @@ async def run_script_async(
 
 
 async def _evalsha_async(
-    client: Any, script: Script, keys: Sequence[str], args: Sequence[Arg]
+    client: Any, script: Script, keys: Sequence[Key], args: Sequence[Arg]
 ) -> Any:
     try:
-        return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        return await client.execute_command("EVALSHA", script.sha_bytes, len(keys), *keys, *args)
     except NoScriptError:
         return await client.execute_command("EVAL", script.source, len(keys), *keys, *args)
 
 
-Call = tuple[Sequence[str], Sequence[Arg], "asyncio.Future[Any]"]
+Call = tuple[Sequence[Key], Sequence[Arg], "asyncio.Future[Any]"]
 
 
 class AsyncScriptRunner:
@@ -154,7 +169,7 @@ class AsyncScriptRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flusher: asyncio.Task[None] | None = None
 
-    async def __call__(self, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    async def __call__(self, keys: Sequence[Key], args: Sequence[Arg]) -> Any:
         """Run the script with ``keys`` and ``args``; return its reply."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
@@ -210,13 +225,13 @@ class AsyncScriptRunner:
             self._busy = False
             self._flusher = None
 
-    async def send_batch(self, calls: list[tuple[Sequence[str], Sequence[Arg]]]) -> list[Any]:
+    async def send_batch(self, calls: list[tuple[Sequence[Key], Sequence[Arg]]]) -> list[Any]:
         """Run several calls in one round trip; return their replies (or errors), in order.
 
         This sends a pipeline of EVALSHA (EVAL for those that met NOSCRIPT).
         A subclass may do better when its script can take many calls at once.
         """
-        replies = await self._pipeline(calls, "EVALSHA", self.script.sha)
+        replies = await self._pipeline(calls, "EVALSHA", self.script.sha_bytes)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
             again = await self._pipeline([calls[i] for i in missing], "EVAL", self.script.source)
@@ -225,7 +240,7 @@ class AsyncScriptRunner:
         return replies
 
     async def _pipeline(
-        self, calls: list[tuple[Sequence[str], Sequence[Arg]]], command: str, script: str
+        self, calls: list[tuple[Sequence[Key], Sequence[Arg]]], command: str, script: str | bytes
     ) -> list[Any]:
         for attempt in (1, 2):  # one retry on a dropped connection, as in run_script_async
             pipe = self._client.pipeline(transaction=False)

@@ -39,7 +39,9 @@ from ._errors import ResilioError
 from ._redis_scripts import (
     Arg,
     AsyncScriptRunner,
+    Key,
     Script,
+    client_encoding,
     client_flavour,
     client_timeout,
     run_script,
@@ -64,7 +66,7 @@ _KINDS: Final = {
 }
 _CONSUME: Final = b"1"
 _LOOK: Final = b"0"
-_SERVER_TIME: Final = b""
+_SERVER_TIME: Final = b""  # a batched decision's time: read the server's clock
 
 # What counts as "Redis is unavailable": the failure policy applies to these.
 # Other errors (a WRONGTYPE from a key shared with another program, a bug)
@@ -89,9 +91,14 @@ class RedisUnavailableError(ResilioError):
 
 
 class _Plan:
-    """How one tuple of limits maps to keys and script arguments; built once, reused."""
+    """How one tuple of limits maps to keys and script arguments; built once, reused.
 
-    __slots__ = ("capacities", "capacity", "spec", "suffixes")
+    The limits go to the script as bytes made here once, one per mode, so a
+    call encodes only its keys and its cost: redis-py turns a str or an int
+    into bytes at a few times the cost of passing bytes through.
+    """
+
+    __slots__ = ("capacities", "capacity", "consume", "look", "single", "suffixes")
 
     def __init__(self, limits: Sequence[Algorithm]) -> None:
         suffixes: list[str] = []
@@ -105,16 +112,24 @@ class _Plan:
                 suffixes.append(f"}}:{limit.name}:total")
             words += [kind, *map(str, limit.params)]
         self.suffixes = tuple(suffixes)
-        self.spec = " ".join(words).encode()
+        spec = " ".join(words)
+        self.consume = f"{_CONSUME.decode()} {spec}".encode()
+        self.look = f"{_LOOK.decode()} {spec}".encode()
         self.capacities = [limit.capacity for limit in limits]
         self.capacity = min(self.capacities)
+        self.single = len(limits) == 1
 
     def decision(self, text: bytes | str) -> Decision:
-        reply = [int(word) for word in text.split()]
-        if len(reply) == 4:
+        if self.single:
+            allowed, remaining, retry, reset = text.split()
             return make_decision(
-                reply[0] == 1, reply[1], reply[2] / US, reply[3] / US, self.capacities[0]
+                int(allowed) == 1,
+                int(remaining),
+                int(retry) / US,
+                int(reset) / US,
+                self.capacities[0],
             )
+        reply = [int(word) for word in text.split()]
         verdicts: list[Verdict] = [
             (reply[i] == 1, reply[i + 1], reply[i + 2], reply[i + 3])
             for i in range(0, len(reply), 4)
@@ -134,18 +149,20 @@ class _LimiterRunner(AsyncScriptRunner):
 
     _MOST: Final = 1000  # decisions per call, so Redis is never busy for long
 
-    async def send_batch(self, calls: list[tuple[Sequence[str], Sequence[Arg]]]) -> list[Any]:
+    async def send_batch(self, calls: list[tuple[Sequence[Key], Sequence[Arg]]]) -> list[Any]:
         """See `AsyncScriptRunner.send_batch`."""
         if isinstance(self._client, redis.asyncio.cluster.RedisCluster):
             return await super().send_batch(calls)
         replies: list[Any] = []
         for start in range(0, len(calls), self._MOST):
-            keys: list[str] = []
+            keys: list[Key] = []
             args: list[Arg] = [b"*"]
             for call_keys, call_args in calls[start : start + self._MOST]:
                 keys += call_keys
                 args.append(len(call_keys))
                 args += call_args
+                if len(call_args) == 2:
+                    args.append(_SERVER_TIME)
             reply = await run_script_async(self._client, self.script, keys, args)
             replies += reply.split(b"," if isinstance(reply, bytes) else ",")
         return replies
@@ -195,6 +212,7 @@ class RedisStore:
         "_async",
         "_client",
         "_down_until",
+        "_encoding",
         "_fallback",
         "_last_error",
         "_names",
@@ -238,6 +256,8 @@ class RedisStore:
                 f"recovery_time must be a finite number of seconds >= 0, got {recovery_time!r}"
             )
         self._client = client
+        # Keys are sent as bytes encoded here, as redis-py would encode them.
+        self._encoding = client_encoding(client)
         self._async = flavour == "async"
         self._runner = _LimiterRunner(client, _LIMITER) if self._async else None
         self._prefix = prefix
@@ -285,12 +305,16 @@ class RedisStore:
         plan = self._plans[tuple(limits)] = _Plan(limits)
         return plan
 
-    def _keys(self, plan: _Plan, key: str) -> list[str]:
+    def _keys(self, plan: _Plan, key: str) -> list[bytes]:
         head = f"{self._prefix}{{{_hash_tag(key)}"
-        return [head + suffix for suffix in plan.suffixes]
+        encoding, errors = self._encoding
+        return [(head + suffix).encode(encoding, errors) for suffix in plan.suffixes]
 
-    def _args(self, plan: _Plan, cost: int, now: int, mode: bytes) -> tuple[Any, ...]:
-        return (_SERVER_TIME if self._server_time else now, cost, mode, plan.spec)
+    def _args(self, plan: _Plan, cost: int, now: int, mode: bytes) -> tuple[bytes, ...]:
+        limits = plan.consume if mode == _CONSUME else plan.look
+        if self._server_time:
+            return (limits, b"%d" % cost)
+        return (limits, b"%d" % cost, b"%d" % now)
 
     def _sync_only(self) -> None:
         raise TypeError(
@@ -376,7 +400,7 @@ class RedisStore:
             self._recovered()
         return plan.decision(reply)
 
-    def _reset_keys(self, limits: Sequence[Algorithm], key: str) -> list[str] | None:
+    def _reset_keys(self, limits: Sequence[Algorithm], key: str) -> list[bytes] | None:
         """The keys to delete, or None when Redis is down and the policy was applied."""
         plan = self._plan_for(limits)
         if self._down_until and self._is_down():

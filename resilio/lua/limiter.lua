@@ -4,17 +4,20 @@
 -- microseconds, giving the same answers. Lua numbers are doubles: integers
 -- below 2^53 are exact, so every quantity stays an integer below 2^53; the
 -- few products that could pass it go through muldiv, and every division
--- through idiv, which are exact.
+-- through idiv, which are exact. Numbers that go into strings go through
+-- string.format('%d') (a C long, 64 bits), because tostring() keeps only 14
+-- digits and '%.0f' costs twice as much.
 --
 -- KEYS: the state of each limit, in the order of the limits (a sliding log
 --       takes two keys: its entries and their total).
--- ARGV[1]: now in microseconds, or '' to read the server's clock (TIME);
---          '*' for a batch of decisions (see the end of the script)
+-- ARGV[1]: what to do and the limits: '1' to consume when every limit allows
+--          or '0' to only look (peek), then three words per limit: the kind
+--          (g gcra, l leaky, f fixed window, s sliding window, o sliding log)
+--          and its two parameters, as in Algorithm.params; for example
+--          '1 g 100000 20 f 1000 3600000000'. '*' for a batch of decisions
+--          (see the end of the script).
 -- ARGV[2]: the cost of the request
--- ARGV[3]: '1' to consume when every limit allows, '0' to only look (peek)
--- ARGV[4]: the limits, three words each: the kind (g gcra, l leaky, f fixed
---          window, s sliding window, o sliding log) and its two parameters,
---          as in Algorithm.params; for example 'g 100000 20 f 1000 3600000000'
+-- ARGV[3]: now in microseconds; absent (or '') to read the server's clock (TIME)
 --
 -- Returns one string of four integers per limit, separated by spaces (one
 -- bulk reply is cheaper for the client to read than an array): allowed (1 or
@@ -26,6 +29,15 @@
 -- When the caller gives the time (a test's fake clock, which need not move
 -- with real time), TTLs get one more second, so that a key still limited in
 -- the caller's time does not expire in real time while a test pauses.
+--
+-- Cost. Beyond the redis.call's, what a call costs Redis is the Lua around
+-- them: Redis runs this whole body on every call, so each `local function`
+-- is a new closure per call (about 0.1 us), and every table, string.format
+-- or pattern match costs a few tenths of a microsecond more. So a decision
+-- on one limit, by far the most common, takes a path of its own through the
+-- same code: no table, one string.match for its arguments, TIME, GET and one
+-- SET ... PX, one string.format for its reply. Decisions on several limits
+-- go through the general loop, which calls the same functions.
 
 local TWO53 = 9007199254740992
 
@@ -81,298 +93,300 @@ local function muldiv(a, b, c)
   return q + hi
 end
 
-local function fmt(n)
-  return string.format('%.0f', n)
+-- The verdict of one limit, reading its state and writing nothing. The
+-- arguments: the limit's kind, its key(s), its two parameters, now, the cost,
+-- and (for the sliding log, where it costs a LINDEX) whether to report the
+-- state as it is. Returns
+--   allowed (1 or 0), remaining, retry_after, reset_after: the verdict;
+-- and when allowed, also
+--   the state as it is (Algorithm.rest: remaining, reset_after), which a
+--   decision on several limits reports when another limit rejects,
+--   and two values for `commit`.
+-- One function with a branch per kind, not one function per kind: the script
+-- body runs on every call, and each function is one more closure to build.
+local function evaluate(kind, key, total_key, p1, p2, now, cost, rest)
+  if kind == 'g' then
+    -- GCRA: the state is the theoretical arrival time.
+    local interval, tolerance = p1, p1 * p2
+    local tat = tonumber(redis.call('GET', key))
+    if tat == nil or tat < now then
+      tat = now
+    end
+    local new_tat = tat + cost * interval
+    local allow_at = new_tat - tolerance
+    -- What remains of the state as it is; the request takes exactly `cost` of it.
+    local left = idiv(now + tolerance - tat, interval)
+    if allow_at <= now then
+      return 1, left - cost, 0, new_tat - now, left, tat - now,
+        string.format('%d', new_tat), new_tat - now
+    end
+    return 0, left, allow_at - now, tat - now
+
+  elseif kind == 'f' then
+    -- Fixed window: the state is 'index used'.
+    local limit, window = p1, p2
+    local index = idiv(now, window)
+    local state = redis.call('GET', key)
+    local s_index, used = index, 0
+    if state then
+      local i, u = string.match(state, '^(%S+) (%S+)$')
+      i = tonumber(i)
+      if i >= index then
+        s_index, used = i, tonumber(u)
+      end
+    end
+    local left = (index + 1) * window - now
+    if used + cost <= limit then
+      local rest_reset = 0
+      if used > 0 then
+        rest_reset = left
+      end
+      return 1, limit - used - cost, 0, left, limit - used, rest_reset,
+        string.format('%d %d', s_index, used + cost), (s_index + 1) * window - now
+    end
+    return 0, limit - used, left, left
+
+  elseif kind == 's' then
+    -- Sliding-window counter: the state is 'index current previous'.
+    local limit, window = p1, p2
+    local index = idiv(now, window)
+    local elapsed = now - index * window
+    local state = redis.call('GET', key)
+    local s_index, current, previous = index, 0, 0
+    if state then
+      local i, c, p = string.match(state, '^(%S+) (%S+) (%S+)$')
+      i = tonumber(i)
+      if i >= index then
+        s_index, current, previous = i, tonumber(c), tonumber(p)
+      elseif i == index - 1 then
+        previous = tonumber(c)
+      end
+    end
+    -- ceil(previous * (window - elapsed) / window), the weighted previous count
+    local weighted = previous - muldiv(previous, elapsed, window)
+    local room = limit - current - cost
+    local after = current
+    if room >= 0 and weighted <= room then
+      after = current + cost
+    end
+    local remaining = limit - after - weighted
+    if remaining < 0 then
+      remaining = 0
+    end
+    local reset = 0
+    if after > 0 then
+      reset = 2 * window - elapsed
+    elseif previous > 0 then
+      reset = window - elapsed
+    end
+    if after ~= current then
+      local rest_remaining = limit - current - weighted
+      if rest_remaining < 0 then
+        rest_remaining = 0
+      end
+      local rest_reset = 0
+      if current > 0 then
+        rest_reset = 2 * window - elapsed
+      elseif previous > 0 then
+        rest_reset = window - elapsed
+      end
+      return 1, remaining, 0, reset, rest_remaining, rest_reset,
+        string.format('%d %d %d', s_index, after, previous), (s_index + 2) * window - now
+    elseif room >= 0 then
+      -- The previous window's weight decays enough within this window.
+      return 0, remaining, window - muldiv(room, window, previous) - elapsed, reset
+    end
+    -- Only in the next window, where this window's count is the previous one.
+    return 0, remaining, 2 * window - muldiv(limit - cost, window, current) - elapsed, reset
+
+  elseif kind == 'l' then
+    -- Leaky bucket: the state is the time the bucket is empty again.
+    local interval = p1
+    local drained = tonumber(redis.call('GET', key))
+    if drained == nil or drained <= now then
+      local busy = cost * interval
+      return 1, 0, 0, busy, 0, 0, string.format('%d', now + busy), busy
+    end
+    return 0, 0, drained - now, drained - now
+
+  elseif kind == 'o' then
+    -- Sliding log: a list of (stamp, cost) pairs, oldest first, and their
+    -- total. `commit` gets the number of entries that left the window and
+    -- the new total.
+    local limit, window = p1, p2
+    local total = tonumber(redis.call('GET', total_key))
+    local expired, live = 0, 0
+    local stamps = {}
+    local costs = {}
+    if total then
+      -- Skip the entries that left the window; keep the first chunk of the others.
+      local horizon = now - window
+      local offset = 0
+      local size = 2 -- the oldest entry first: usually it is still in the window
+      local done = false
+      while not done do
+        local chunk = redis.call('LRANGE', key, offset, offset + size - 1)
+        size = 128
+        if #chunk == 0 then
+          break
+        end
+        for j = 1, #chunk, 2 do
+          local stamp, used = tonumber(chunk[j]), tonumber(chunk[j + 1])
+          if stamp <= horizon and not done then
+            expired = expired + 1
+            total = total - used
+          else
+            done = true
+            stamps[#stamps + 1] = stamp
+            costs[#costs + 1] = used
+          end
+        end
+        offset = offset + #chunk
+      end
+      live = total
+    end
+    if live + cost <= limit then
+      local rest_remaining, rest_reset = limit, 0
+      if rest and #stamps > 0 then
+        rest_remaining = limit - live
+        rest_reset = tonumber(redis.call('LINDEX', key, -2)) + window - now
+      end
+      return 1, limit - live - cost, 0, window, rest_remaining, rest_reset, expired, live + cost
+    end
+    local reset = tonumber(redis.call('LINDEX', key, -2)) + window - now
+    local need = live + cost - limit
+    local freed = 0
+    local j = 1
+    local offset = 2 * (expired + #stamps)
+    while true do
+      if j > #stamps then
+        local chunk = redis.call('LRANGE', key, offset, offset + 127)
+        offset = offset + #chunk
+        for c = 1, #chunk, 2 do
+          stamps[#stamps + 1] = tonumber(chunk[c])
+          costs[#costs + 1] = tonumber(chunk[c + 1])
+        end
+      end
+      freed = freed + costs[j]
+      if freed >= need then
+        return 0, limit - live, stamps[j] + window - now, reset
+      end
+      j = j + 1
+    end
+  end
+  error({err = 'resilio: unknown limit kind ' .. tostring(kind)})
 end
 
+-- Consume what `evaluate` allowed: `first` and `second` are its last two values.
+local function commit(kind, key, total_key, first, second, window, now, cost, slack)
+  local ttl_us = second
+  if kind == 'o' then
+    -- The sliding log: drop the expired entries, add this one (or add its cost
+    -- to the newest entry when that one has the same time), keep the total.
+    if first > 0 then
+      redis.call('LTRIM', key, 2 * first, -1)
+    end
+    local last = tonumber(redis.call('LINDEX', key, -2))
+    local newest = now
+    if last and last >= now then
+      newest = last
+      local used = tonumber(redis.call('LINDEX', key, -1))
+      redis.call('LSET', key, -1, string.format('%d', used + cost))
+    else
+      redis.call('RPUSH', key, string.format('%d', now), string.format('%d', cost))
+    end
+    ttl_us = newest + window - now
+  end
+  -- The TTL in whole milliseconds, rounded up, never below 1.
+  local ttl = idiv(ttl_us + 999, 1000)
+  if ttl < 1 then
+    ttl = 1
+  end
+  ttl = ttl + slack
+  if kind == 'o' then
+    redis.call('PEXPIRE', key, ttl)
+    redis.call('SET', total_key, string.format('%d', second), 'PX', ttl)
+  else
+    redis.call('SET', key, first, 'PX', ttl)
+  end
+end
+
+local REPLY = '%d %d %d %d'
+
 -- One decision; its keys are KEYS[base + 1 ...].
-local function decide(base, now_arg, cost_arg, mode_arg, spec)
+local function decide(base, spec, cost_arg, now_arg)
   local now
   local slack = 0
-  if now_arg == '' then
+  if now_arg == nil or now_arg == '' then
     local time = redis.call('TIME')
-    now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+    now = time[1] * 1000000 + time[2]
   else
     now = tonumber(now_arg)
     slack = 1000
   end
+  local cost = tonumber(cost_arg)
 
-  -- A TTL in whole milliseconds, rounded up, never below 1.
-  local function ttl_ms(us)
-    local ms = idiv(us + 999, 1000)
-    if ms < 1 then
-      ms = 1
+  local mode, kind, first, second = string.match(spec, '^(%d) (%a) (%d+) (%d+)$')
+  if mode then
+    -- One limit: its verdict is the decision.
+    local key, total_key, p2 = KEYS[base + 1], KEYS[base + 2], tonumber(second)
+    local ok, remaining, retry, reset, _, _, w1, w2 =
+      evaluate(kind, key, total_key, tonumber(first), p2, now, cost, false)
+    if ok == 1 and mode == '1' then
+      commit(kind, key, total_key, w1, w2, p2, now, cost, slack)
     end
-    return ms + slack
+    return string.format(REPLY, ok, remaining, retry, reset)
   end
 
-  local cost = tonumber(cost_arg)
-  local commit = mode_arg == '1'
-
-  local result = {}
+  -- Several limits: every verdict first, then the writes only if all allow.
+  local replies = {}
   local rests = {}
   local writes = {}
   local allowed_all = true
   local k = base + 1
-
-  for kind, first, second in string.gmatch(spec, '(%a) (%d+) (%d+)') do
-    local p1 = tonumber(first)
-    local p2 = tonumber(second)
-    local key = KEYS[k]
-    local ok, remaining, retry, reset
-
-    if kind == 'g' then
-      -- GCRA: the state is the theoretical arrival time.
-      local interval, tolerance = p1, p1 * p2
-      local tat = tonumber(redis.call('GET', key))
-      if tat == nil or tat < now then
-        tat = now
-      end
-      local new_tat = tat + cost * interval
-      local allow_at = new_tat - tolerance
-      if allow_at <= now then
-        ok, remaining, retry, reset = 1, idiv(now - allow_at, interval), 0, new_tat - now
-        writes[#writes + 1] = {'g', key, new_tat}
-        rests[#result / 4 + 1] = {idiv(now + tolerance - tat, interval), tat - now}
-      else
-        ok, remaining, retry, reset = 0, idiv(now + tolerance - tat, interval), allow_at - now, tat - now
-      end
-      k = k + 1
-
-    elseif kind == 'l' then
-      -- Leaky bucket: the state is the time the bucket is empty again.
-      local interval = p1
-      local drained = tonumber(redis.call('GET', key))
-      if drained == nil or drained <= now then
-        ok, remaining, retry, reset = 1, 0, 0, cost * interval
-        writes[#writes + 1] = {'g', key, now + cost * interval}
-        rests[#result / 4 + 1] = {0, 0}
-      else
-        ok, remaining, retry, reset = 0, 0, drained - now, drained - now
-      end
-      k = k + 1
-
-    elseif kind == 'f' then
-      -- Fixed window: the state is 'index used'.
-      local limit, window = p1, p2
-      local index = idiv(now, window)
-      local state = redis.call('GET', key)
-      local s_index, used = index, 0
-      if state then
-        local i, u = string.match(state, '^(%S+) (%S+)$')
-        if tonumber(i) >= index then
-          s_index, used = tonumber(i), tonumber(u)
-        end
-      end
-      local left = (index + 1) * window - now
-      if used + cost <= limit then
-        ok, remaining, retry, reset = 1, limit - used - cost, 0, left
-        writes[#writes + 1] = {'f', key, s_index, used + cost, (s_index + 1) * window - now}
-        if used > 0 then
-          rests[#result / 4 + 1] = {limit - used, left}
-        else
-          rests[#result / 4 + 1] = {limit, 0}
-        end
-      else
-        ok, remaining, retry, reset = 0, limit - used, left, left
-      end
-      k = k + 1
-
-    elseif kind == 's' then
-      -- Sliding-window counter: the state is 'index current previous'.
-      local limit, window = p1, p2
-      local index = idiv(now, window)
-      local elapsed = now - index * window
-      local state = redis.call('GET', key)
-      local s_index, current, previous = index, 0, 0
-      if state then
-        local i, c, p = string.match(state, '^(%S+) (%S+) (%S+)$')
-        i = tonumber(i)
-        if i >= index then
-          s_index, current, previous = i, tonumber(c), tonumber(p)
-        elseif i == index - 1 then
-          previous = tonumber(c)
-        end
-      end
-      -- ceil(previous * (window - elapsed) / window), the weighted previous count
-      local weighted = previous - muldiv(previous, elapsed, window)
-      local room = limit - current - cost
-      local after = current
-      if room >= 0 and weighted <= room then
-        after = current + cost
-      end
-      remaining = limit - after - weighted
-      if remaining < 0 then
-        remaining = 0
-      end
-      if after > 0 then
-        reset = 2 * window - elapsed
-      elseif previous > 0 then
-        reset = window - elapsed
-      else
-        reset = 0
-      end
-      if after ~= current then
-        ok, retry = 1, 0
-        writes[#writes + 1] = {'s', key, s_index, after, previous, (s_index + 2) * window - now}
-        local rest_remaining = limit - current - weighted
-        if rest_remaining < 0 then
-          rest_remaining = 0
-        end
-        if current > 0 then
-          rests[#result / 4 + 1] = {rest_remaining, 2 * window - elapsed}
-        elseif previous > 0 then
-          rests[#result / 4 + 1] = {rest_remaining, window - elapsed}
-        else
-          rests[#result / 4 + 1] = {rest_remaining, 0}
-        end
-      elseif room >= 0 then
-        -- The previous window's weight decays enough within this window.
-        ok, retry = 0, window - muldiv(room, window, previous) - elapsed
-      else
-        -- Only in the next window, where this window's count is the previous one.
-        ok, retry = 0, 2 * window - muldiv(limit - cost, window, current) - elapsed
-      end
-      k = k + 1
-
-    elseif kind == 'o' then
-      -- Sliding log: a list of (stamp, cost) pairs, oldest first, and their total.
-      local limit, window = p1, p2
-      local total_key = KEYS[k + 1]
-      local total = tonumber(redis.call('GET', total_key))
-      local expired, live = 0, 0
-      local stamps = {}
-      local costs = {}
-      if total then
-        -- Skip the entries that left the window; keep the first chunk of the others.
-        local horizon = now - window
-        local offset = 0
-        local size = 2 -- the oldest entry first: usually it is still in the window
-        local done = false
-        while not done do
-          local chunk = redis.call('LRANGE', key, offset, offset + size - 1)
-          size = 128
-          if #chunk == 0 then
-            break
-          end
-          for j = 1, #chunk, 2 do
-            local stamp, used = tonumber(chunk[j]), tonumber(chunk[j + 1])
-            if stamp <= horizon and not done then
-              expired = expired + 1
-              total = total - used
-            else
-              done = true
-              stamps[#stamps + 1] = stamp
-              costs[#costs + 1] = used
-            end
-          end
-          offset = offset + #chunk
-        end
-        live = total
-      end
-      reset = window
-      if live + cost <= limit then
-        ok, remaining, retry = 1, limit - live - cost, 0
-        writes[#writes + 1] = {'o', key, total_key, expired, live + cost, window}
-        if #stamps == 0 then
-          rests[#result / 4 + 1] = {limit, 0}
-        else
-          local last = tonumber(redis.call('LINDEX', key, -2))
-          rests[#result / 4 + 1] = {limit - live, last + window - now}
-        end
-      else
-        ok, remaining = 0, limit - live
-        local last = tonumber(redis.call('LINDEX', key, -2))
-        reset = last + window - now
-        local need = live + cost - limit
-        local freed = 0
-        local j = 1
-        local offset = 2 * (expired + #stamps)
-        while true do
-          if j > #stamps then
-            local chunk = redis.call('LRANGE', key, offset, offset + 127)
-            offset = offset + #chunk
-            for c = 1, #chunk, 2 do
-              stamps[#stamps + 1] = tonumber(chunk[c])
-              costs[#costs + 1] = tonumber(chunk[c + 1])
-            end
-          end
-          freed = freed + costs[j]
-          if freed >= need then
-            retry = stamps[j] + window - now
-            break
-          end
-          j = j + 1
-        end
-      end
-      k = k + 2
-
+  for kind_word, p1_word, p2_word in string.gmatch(spec, '(%a) (%d+) (%d+)') do
+    local key, total_key, p2 = KEYS[k], KEYS[k + 1], tonumber(p2_word)
+    local ok, remaining, retry, reset, rest_remaining, rest_reset, w1, w2 =
+      evaluate(kind_word, key, total_key, tonumber(p1_word), p2, now, cost, true)
+    if ok == 1 then
+      rests[#replies + 1] = {rest_remaining, rest_reset}
+      writes[#writes + 1] = {kind_word, key, total_key, w1, w2, p2}
     else
-      error({err = 'resilio: unknown limit kind ' .. tostring(kind)})
-    end
-
-    if ok == 0 then
       allowed_all = false
     end
-    result[#result + 1] = ok
-    result[#result + 1] = remaining
-    result[#result + 1] = retry
-    result[#result + 1] = reset
+    replies[#replies + 1] = string.format(REPLY, ok, remaining, retry, reset)
+    if kind_word == 'o' then
+      k = k + 2
+    else
+      k = k + 1
+    end
   end
 
   if not allowed_all then
     -- Nothing is consumed: the parts that would admit report their state as it is.
     for i, rest in pairs(rests) do
-      result[4 * i - 2] = rest[1]
-      result[4 * i] = rest[2]
+      replies[i] = string.format(REPLY, 1, rest[1], 0, rest[2])
     end
-  elseif commit then
+  elseif string.sub(spec, 1, 1) == '1' then
     for _, w in ipairs(writes) do
-      local kind, key = w[1], w[2]
-      if kind == 'g' then
-        redis.call('SET', key, fmt(w[3]), 'PX', ttl_ms(w[3] - now))
-      elseif kind == 'f' then
-        redis.call('SET', key, fmt(w[3]) .. ' ' .. fmt(w[4]), 'PX', ttl_ms(w[5]))
-      elseif kind == 's' then
-        redis.call('SET', key, fmt(w[3]) .. ' ' .. fmt(w[4]) .. ' ' .. fmt(w[5]), 'PX', ttl_ms(w[6]))
-      else
-        local total_key, expired, total, window = w[3], w[4], w[5], w[6]
-        if expired > 0 then
-          redis.call('LTRIM', key, 2 * expired, -1)
-        end
-        local last = tonumber(redis.call('LINDEX', key, -2))
-        local newest = now
-        if last and last >= now then
-          newest = last
-          local used = tonumber(redis.call('LINDEX', key, -1))
-          redis.call('LSET', key, -1, fmt(used + cost))
-        else
-          redis.call('RPUSH', key, fmt(now), fmt(cost))
-        end
-        local ttl = ttl_ms(newest + window - now)
-        redis.call('PEXPIRE', key, ttl)
-        redis.call('SET', total_key, fmt(total), 'PX', ttl)
-      end
+      commit(w[1], w[2], w[3], w[4], w[5], w[6], now, cost, slack)
     end
   end
-
-  for i = 1, #result do
-    result[i] = fmt(result[i])
-  end
-  return table.concat(result, ' ')
+  return table.concat(replies, ' ')
 end
 
 if ARGV[1] ~= '*' then
-  return decide(0, ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+  return decide(0, ARGV[1], ARGV[2], ARGV[3])
 end
 
--- A batch of decisions, one after the other (ARGV[1] is '*'): five words per
--- decision in ARGV (its number of keys, then its ARGV[1..4] as above), its keys
--- in order in KEYS. The replies are joined by commas.
+-- A batch of decisions, one after the other (ARGV[1] is '*'): four words per
+-- decision in ARGV (its number of keys, then its ARGV[1..3] as above, the
+-- time '' for the server's), its keys in order in KEYS. The replies are
+-- joined by commas.
 local replies = {}
 local base = 0
-for i = 2, #ARGV, 5 do
-  replies[#replies + 1] = decide(base, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
+for i = 2, #ARGV, 4 do
+  replies[#replies + 1] = decide(base, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
   base = base + tonumber(ARGV[i])
 end
 return table.concat(replies, ',')

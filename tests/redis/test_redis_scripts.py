@@ -1,0 +1,138 @@
+"""The limiter script's two paths, and what RedisStore sends it.
+
+A decision on one limit takes the script's own path (no tables, no loop);
+decisions on several limits, and batches, take the general loop. Both must
+give the same verdict for the same state. The store sends its keys and
+arguments as bytes it encoded itself: they must be the bytes redis-py would
+have sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+
+from resilio import AllOf, FixedWindow, SlidingWindowLog, TokenBucket
+from resilio._core.limiters import (
+    Algorithm,
+    FixedWindowAlgorithm,
+    GcraAlgorithm,
+    LeakyAlgorithm,
+    SlidingLogAlgorithm,
+    SlidingWindowAlgorithm,
+)
+from resilio._redis_scripts import run_script
+from resilio.redis import _CONSUME, _LIMITER, _LOOK, RedisStore
+from resilio.testing import FakeClock
+
+from .conftest import Endpoint
+
+pytestmark = pytest.mark.anyio
+
+SECOND = 1_000_000
+
+LIMITS: list[Algorithm] = [
+    GcraAlgorithm(SECOND // 4, 3),
+    LeakyAlgorithm(SECOND // 4, 3),
+    FixedWindowAlgorithm(3, SECOND),
+    SlidingWindowAlgorithm(3, SECOND),
+    SlidingLogAlgorithm(3, SECOND),
+]
+# Admits everything these tests ask, and is never the binding limit.
+LOOSE = GcraAlgorithm(1, 10**9, name="loose")
+
+
+@pytest.mark.parametrize("limit", LIMITS, ids=lambda limit: limit.kind)
+def test_one_limit_alone_and_among_several_gives_the_same_verdict(
+    sync_client: redis.Redis, prefix: str, limit: Algorithm
+) -> None:
+    store = RedisStore(sync_client, prefix=prefix, time_source="caller")
+    alone = store._plan_for((limit,))
+    among = store._plan_for((limit, LOOSE))
+    now = 10 * SECOND
+    steps = [(1, _CONSUME), (2, _CONSUME), (1, _LOOK), (1, _CONSUME), (3, _LOOK), (2, _CONSUME)]
+    for step, (cost, mode) in enumerate(steps * 3):
+        now += SECOND // 10 * (step % 4)
+        single = run_script(
+            sync_client, _LIMITER, store._keys(alone, "a"), store._args(alone, cost, now, mode)
+        ).split()
+        several = run_script(
+            sync_client, _LIMITER, store._keys(among, "b"), store._args(among, cost, now, mode)
+        ).split()
+        assert len(single) == 4
+        assert len(several) == 8
+        assert single == several[:4], (step, cost, mode)
+        assert several[4] == b"1"  # the loose limit admits: it never decides here
+
+
+def test_a_rejection_by_one_limit_consumes_nothing_in_the_others(
+    sync_client: redis.Redis, prefix: str
+) -> None:
+    clock = FakeClock(start=1000.0)
+    store = RedisStore(sync_client, prefix=prefix, time_source="caller")
+    tight = FixedWindow(limit=1, window=60.0, name="tight")
+    loose = SlidingWindowLog(limit=5, window=60.0, name="log")
+    both = AllOf(tight, loose, store=store, clock=clock)
+    assert both.try_acquire("k")
+    refused = both.try_acquire("k")
+    assert not refused
+    # The log kept one entry only: the refused request was not written there.
+    assert sync_client.llen(f"{prefix}{{k}}:log") == 2
+    assert sync_client.get(f"{prefix}{{k}}:log:total") == b"1"
+
+
+def test_keys_are_encoded_as_the_client_encodes_them(
+    redis_endpoint: Endpoint, sync_client: redis.Redis, prefix: str
+) -> None:
+    with redis.Redis.from_url(redis_endpoint.url, socket_timeout=2.0, encoding="latin-1") as client:
+        limiter = TokenBucket(
+            rate=1, capacity=2, name="tb", store=RedisStore(client, prefix=prefix)
+        )
+        assert limiter.try_acquire("clé")
+        assert limiter.try_acquire("clé").remaining == 0
+    assert sync_client.exists(f"{prefix}{{clé}}:tb".encode("latin-1")) == 1
+    assert sync_client.exists(f"{prefix}{{clé}}:tb".encode()) == 0
+
+
+@pytest.mark.parametrize("limits", [1, 2], ids=["one limit", "two limits"])
+def test_a_client_that_decodes_replies_gets_the_same_decisions(
+    redis_endpoint: Endpoint, prefix: str, limits: int
+) -> None:
+    with redis.Redis.from_url(
+        redis_endpoint.url, socket_timeout=2.0, decode_responses=True
+    ) as client:
+        store = RedisStore(client, prefix=prefix)
+        parts = [FixedWindow(limit=2, window=60.0, name="w"), TokenBucket(rate=1, capacity=5)]
+        limiter = AllOf(*parts[:limits], store=store)
+        first, second, third = (limiter.try_acquire("k") for _ in range(3))
+    assert [first.allowed, second.allowed, third.allowed] == [True, True, False]
+    assert [first.remaining, second.remaining, third.remaining] == [1, 0, 0]
+    assert 0 < third.retry_after <= 60.0
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_batch_with_the_callers_time_admits_exactly_the_limit(
+    async_client: redis.asyncio.Redis, prefix: str
+) -> None:
+    clock = FakeClock(start=5000.0)
+    store = RedisStore(async_client, prefix=prefix, time_source="caller")
+    for limiter in (
+        FixedWindow(limit=7, window=60.0, store=store, clock=clock),
+        AllOf(
+            TokenBucket(rate=1, capacity=9, name="tb"),
+            SlidingWindowLog(limit=7, window=60.0, name="log"),
+            store=store,
+            clock=clock,
+        ),
+    ):
+        decisions: list[Any] = await asyncio.gather(
+            *(limiter.try_acquire_async("k") for _ in range(40))
+        )
+        admitted = [decision for decision in decisions if decision.allowed]
+        assert len(admitted) == 7
+        assert sorted(decision.remaining for decision in admitted) == list(range(7))
+        await limiter.reset_async("k")
