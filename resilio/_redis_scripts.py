@@ -56,7 +56,9 @@ class Script:
         path = resources.files("resilio").joinpath("lua").joinpath(f"{name}.lua")
         self.source = path.read_text("utf-8")
         self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
-        # What EVALSHA sends: redis-py passes bytes through, while it encodes a str per call.
+        # What EVALSHA sends: redis-py passes bytes through, while it encodes a
+        # str or an int per call at a few times the cost (so do the callers, for
+        # the number of keys).
         self.sha_bytes = self.sha.encode()
 
     def __repr__(self) -> str:
@@ -106,7 +108,7 @@ def client_encoding(client: object) -> tuple[str, str]:
 def run_script(client: Any, script: Script, keys: Sequence[Key], args: Sequence[Arg]) -> Any:
     """Run ``script`` by EVALSHA on a sync client, falling back to EVAL on NOSCRIPT."""
     try:
-        return client.execute_command("EVALSHA", script.sha_bytes, len(keys), *keys, *args)
+        return client.execute_command("EVALSHA", script.sha_bytes, b"%d" % len(keys), *keys, *args)
     except NoScriptError:
         return client.execute_command("EVAL", script.source, len(keys), *keys, *args)
 
@@ -130,8 +132,9 @@ async def run_script_async(
 async def _evalsha_async(
     client: Any, script: Script, keys: Sequence[Key], args: Sequence[Arg]
 ) -> Any:
+    numkeys = b"%d" % len(keys)
     try:
-        return await client.execute_command("EVALSHA", script.sha_bytes, len(keys), *keys, *args)
+        return await client.execute_command("EVALSHA", script.sha_bytes, numkeys, *keys, *args)
     except NoScriptError:
         return await client.execute_command("EVAL", script.source, len(keys), *keys, *args)
 
@@ -245,7 +248,7 @@ class AsyncScriptRunner:
         for attempt in (1, 2):  # one retry on a dropped connection, as in run_script_async
             pipe = self._client.pipeline(transaction=False)
             for keys, args in calls:
-                pipe.execute_command(command, script, len(keys), *keys, *args)
+                pipe.execute_command(command, script, b"%d" % len(keys), *keys, *args)
             try:
                 return list(await pipe.execute(raise_on_error=False))
             except RedisConnectionError:

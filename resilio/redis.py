@@ -94,8 +94,8 @@ class _Plan:
     """How one tuple of limits maps to keys and script arguments; built once, reused.
 
     The limits go to the script as bytes made here once, one per mode, so a
-    call encodes only its keys and its cost: redis-py turns a str or an int
-    into bytes at a few times the cost of passing bytes through.
+    call only puts its cost in front and encodes its keys: redis-py turns a
+    str or an int into bytes at a few times the cost of passing bytes through.
     """
 
     __slots__ = ("capacities", "capacity", "consume", "look", "single", "suffixes")
@@ -113,8 +113,8 @@ class _Plan:
             words += [kind, *map(str, limit.params)]
         self.suffixes = tuple(suffixes)
         spec = " ".join(words)
-        self.consume = f"{_CONSUME.decode()} {spec}".encode()
-        self.look = f"{_LOOK.decode()} {spec}".encode()
+        self.consume = f" {_CONSUME.decode()} {spec}".encode()
+        self.look = f" {_LOOK.decode()} {spec}".encode()
         self.capacities = [limit.capacity for limit in limits]
         self.capacity = min(self.capacities)
         self.single = len(limits) == 1
@@ -161,7 +161,7 @@ class _LimiterRunner(AsyncScriptRunner):
                 keys += call_keys
                 args.append(len(call_keys))
                 args += call_args
-                if len(call_args) == 2:
+                if len(call_args) == 1:
                     args.append(_SERVER_TIME)
             reply = await run_script_async(self._client, self.script, keys, args)
             replies += reply.split(b"," if isinstance(reply, bytes) else ",")
@@ -311,10 +311,10 @@ class RedisStore:
         return [(head + suffix).encode(encoding, errors) for suffix in plan.suffixes]
 
     def _args(self, plan: _Plan, cost: int, now: int, mode: bytes) -> tuple[bytes, ...]:
-        limits = plan.consume if mode == _CONSUME else plan.look
+        request = b"%d" % cost + (plan.consume if mode == _CONSUME else plan.look)
         if self._server_time:
-            return (limits, b"%d" % cost)
-        return (limits, b"%d" % cost, b"%d" % now)
+            return (request,)
+        return (request, b"%d" % now)
 
     def _sync_only(self) -> None:
         raise TypeError(

@@ -10,14 +10,14 @@
 --
 -- KEYS: the state of each limit, in the order of the limits (a sliding log
 --       takes two keys: its entries and their total).
--- ARGV[1]: what to do and the limits: '1' to consume when every limit allows
---          or '0' to only look (peek), then three words per limit: the kind
---          (g gcra, l leaky, f fixed window, s sliding window, o sliding log)
---          and its two parameters, as in Algorithm.params; for example
---          '1 g 100000 20 f 1000 3600000000'. '*' for a batch of decisions
---          (see the end of the script).
--- ARGV[2]: the cost of the request
--- ARGV[3]: now in microseconds; absent (or '') to read the server's clock (TIME)
+-- ARGV[1]: the request, in words: its cost; '1' to consume when every limit
+--          allows or '0' to only look (peek); then three words per limit:
+--          the kind (g gcra, l leaky, f fixed window, s sliding window,
+--          o sliding log) and its two parameters, as in Algorithm.params. For
+--          example '1 1 g 100000 20 f 1000 3600000000'. One argument, not
+--          several: each argument costs the client more to encode than the
+--          script to parse. '*' for a batch of decisions (see the end).
+-- ARGV[2]: now in microseconds; absent (or '') to read the server's clock (TIME)
 --
 -- Returns one string of four integers per limit, separated by spaces (one
 -- bulk reply is cheaper for the client to read than an array): allowed (1 or
@@ -314,7 +314,7 @@ end
 local REPLY = '%d %d %d %d'
 
 -- One decision; its keys are KEYS[base + 1 ...].
-local function decide(base, spec, cost_arg, now_arg)
+local function decide(base, spec, now_arg)
   local now
   local slack = 0
   if now_arg == nil or now_arg == '' then
@@ -324,11 +324,12 @@ local function decide(base, spec, cost_arg, now_arg)
     now = tonumber(now_arg)
     slack = 1000
   end
-  local cost = tonumber(cost_arg)
 
-  local mode, kind, first, second = string.match(spec, '^(%d) (%a) (%d+) (%d+)$')
-  if mode then
+  local cost_word, mode, kind, first, second =
+    string.match(spec, '^(%d+) (%d) (%a) (%d+) (%d+)$')
+  if cost_word then
     -- One limit: its verdict is the decision.
+    local cost = tonumber(cost_word)
     local key, total_key, p2 = KEYS[base + 1], KEYS[base + 2], tonumber(second)
     local ok, remaining, retry, reset, _, _, w1, w2 =
       evaluate(kind, key, total_key, tonumber(first), p2, now, cost, false)
@@ -339,6 +340,8 @@ local function decide(base, spec, cost_arg, now_arg)
   end
 
   -- Several limits: every verdict first, then the writes only if all allow.
+  cost_word, mode = string.match(spec, '^(%d+) (%d) ')
+  local cost = tonumber(cost_word)
   local replies = {}
   local rests = {}
   local writes = {}
@@ -367,7 +370,7 @@ local function decide(base, spec, cost_arg, now_arg)
     for i, rest in pairs(rests) do
       replies[i] = string.format(REPLY, 1, rest[1], 0, rest[2])
     end
-  elseif string.sub(spec, 1, 1) == '1' then
+  elseif mode == '1' then
     for _, w in ipairs(writes) do
       commit(w[1], w[2], w[3], w[4], w[5], w[6], now, cost, slack)
     end
@@ -376,17 +379,17 @@ local function decide(base, spec, cost_arg, now_arg)
 end
 
 if ARGV[1] ~= '*' then
-  return decide(0, ARGV[1], ARGV[2], ARGV[3])
+  return decide(0, ARGV[1], ARGV[2])
 end
 
--- A batch of decisions, one after the other (ARGV[1] is '*'): four words per
--- decision in ARGV (its number of keys, then its ARGV[1..3] as above, the
+-- A batch of decisions, one after the other (ARGV[1] is '*'): three words
+-- per decision in ARGV (its number of keys, then its ARGV[1..2] as above, the
 -- time '' for the server's), its keys in order in KEYS. The replies are
 -- joined by commas.
 local replies = {}
 local base = 0
-for i = 2, #ARGV, 4 do
-  replies[#replies + 1] = decide(base, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+for i = 2, #ARGV, 3 do
+  replies[#replies + 1] = decide(base, ARGV[i + 1], ARGV[i + 2])
   base = base + tonumber(ARGV[i])
 end
 return table.concat(replies, ',')
