@@ -26,7 +26,7 @@ import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 __all__ = [
     "AsyncScriptRunner",
@@ -105,12 +105,50 @@ def client_encoding(client: object) -> tuple[str, str]:
     return kwargs.get("encoding", "utf-8"), kwargs.get("encoding_errors", "strict")
 
 
+class NoReplicasError(RedisConnectionError):
+    """The server refused a write for want of replicas (``NOREPLICAS``): an outage.
+
+    A master configured with ``min-replicas-to-write`` answers so when no
+    replica follows it, as an old master does once a replica was promoted in
+    its place. Raised as a connection error, so the store's failure policy
+    applies, after the client's idle connections were dropped: the next call
+    connects anew and, under Sentinel, asks the sentinels for the master.
+    """
+
+
+def _no_replicas(error: object) -> NoReplicasError | None:
+    """The outage ``error`` (a reply or an exception) stands for, if it is NOREPLICAS."""
+    if isinstance(error, ResponseError) and str(error).startswith("NOREPLICAS"):
+        lost = NoReplicasError(str(error))
+        lost.__cause__ = error
+        return lost
+    return None
+
+
+def _pool(client: Any) -> Any:
+    """The client's connection pool; None for a cluster client, which finds its nodes itself."""
+    return getattr(client, "connection_pool", None)
+
+
 def run_script(client: Any, script: Script, keys: Sequence[Key], args: Sequence[Arg]) -> Any:
-    """Run ``script`` by EVALSHA on a sync client, falling back to EVAL on NOSCRIPT."""
+    """Run ``script`` by EVALSHA on a sync client, falling back to EVAL on NOSCRIPT.
+
+    Raises:
+        NoReplicasError: The server refused to write for want of replicas.
+    """
     try:
-        return client.execute_command("EVALSHA", script.sha_bytes, b"%d" % len(keys), *keys, *args)
-    except NoScriptError:
-        return client.execute_command("EVAL", script.source, len(keys), *keys, *args)
+        try:
+            numkeys = b"%d" % len(keys)
+            return client.execute_command("EVALSHA", script.sha_bytes, numkeys, *keys, *args)
+        except NoScriptError:
+            return client.execute_command("EVAL", script.source, len(keys), *keys, *args)
+    except ResponseError as error:
+        lost = _no_replicas(error)
+        if lost is None:
+            raise
+        if (pool := _pool(client)) is not None:
+            pool.disconnect(inuse_connections=False)
+        raise lost from error
 
 
 async def run_script_async(
@@ -134,9 +172,17 @@ async def _evalsha_async(
 ) -> Any:
     numkeys = b"%d" % len(keys)
     try:
-        return await client.execute_command("EVALSHA", script.sha_bytes, numkeys, *keys, *args)
-    except NoScriptError:
-        return await client.execute_command("EVAL", script.source, len(keys), *keys, *args)
+        try:
+            return await client.execute_command("EVALSHA", script.sha_bytes, numkeys, *keys, *args)
+        except NoScriptError:
+            return await client.execute_command("EVAL", script.source, len(keys), *keys, *args)
+    except ResponseError as error:
+        lost = _no_replicas(error)
+        if lost is None:
+            raise
+        if (pool := _pool(client)) is not None:
+            await pool.disconnect(inuse_connections=False)
+        raise lost from error
 
 
 Call = tuple[Sequence[Key], Sequence[Arg], "asyncio.Future[Any]"]
@@ -240,7 +286,12 @@ class AsyncScriptRunner:
             again = await self._pipeline([calls[i] for i in missing], "EVAL", self.script.source)
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
-        return replies
+        lost = [_no_replicas(reply) for reply in replies]
+        if any(lost) and (pool := _pool(self._client)) is not None:
+            await pool.disconnect(inuse_connections=False)
+        return [
+            reply if error is None else error for reply, error in zip(replies, lost, strict=True)
+        ]
 
     async def _pipeline(
         self, calls: list[tuple[Sequence[Key], Sequence[Arg]]], command: str, script: str | bytes

@@ -70,13 +70,15 @@ _SERVER_TIME: Final = b""  # a batched decision's time: read the server's clock
 
 # What counts as "Redis is unavailable": the failure policy applies to these.
 # Other errors (a WRONGTYPE from a key shared with another program, a bug)
-# are not outages and propagate unchanged.
+# are not outages and propagate unchanged. A NOREPLICAS answer arrives as
+# NoReplicasError, a ConnectionError (see _redis_scripts).
 _FAILURES: Final = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.ClusterError,
     redis.exceptions.RedisClusterException,
     redis.exceptions.ReadOnlyError,
+    redis.exceptions.MasterDownError,
     redis.exceptions.TryAgainError,
     redis.exceptions.OutOfMemoryError,
     OSError,

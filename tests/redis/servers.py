@@ -438,10 +438,15 @@ class _Sentinel(RedisServer):
 
 
 class RedisSentinel:
-    """A master, one replica and ``sentinels`` sentinels on loopback; a context manager.
+    """A master, ``replicas`` replicas and ``sentinels`` sentinels on loopback; a context manager.
 
     Args:
         sentinels: How many sentinels watch the master; a majority is the quorum.
+        replicas: How many replicas the master has.
+        min_replicas_to_write: Set as ``min-replicas-to-write`` on every server
+            (with a ``min-replicas-max-lag`` of 1 s), so that a master cut off
+            from its replicas refuses writes: Redis's guard against a split
+            brain. ``0`` (the default) leaves it off.
         down_after: Seconds without an answer before a sentinel counts a
             server as down.
         failover_timeout: The sentinels' failover timeout, in seconds.
@@ -454,11 +459,14 @@ class RedisSentinel:
         self,
         *,
         sentinels: int = 3,
+        replicas: int = 1,
+        min_replicas_to_write: int = 0,
         down_after: float = 1.0,
         failover_timeout: float = 5.0,
         binary: str | None = None,
     ) -> None:
-        self.servers = [RedisServer(binary=binary), RedisServer(binary=binary)]
+        self.servers = [RedisServer(binary=binary) for _ in range(1 + replicas)]
+        self.min_replicas_to_write = min_replicas_to_write
         self.sentinels = [
             _Sentinel(
                 self.servers[0],
@@ -486,13 +494,18 @@ class RedisSentinel:
     def start(self, timeout: float = 20.0) -> None:
         """Start the servers and the sentinels; wait until every sentinel sees all of them."""
         try:
-            master, replica = self.servers
-            master.start()
-            replica.start()
-            with replica.admin() as client:
-                client.execute_command("REPLICAOF", master.host, master.port)
+            master, *replicas = self.servers
+            for server in self.servers:
+                server.start()
+                with server.admin() as client:
+                    client.config_set("min-replicas-to-write", self.min_replicas_to_write)
+                    client.config_set("min-replicas-max-lag", 1)
+            for replica in replicas:
+                with replica.admin() as client:
+                    client.execute_command("REPLICAOF", master.host, master.port)
             deadline = time.monotonic() + timeout
-            _wait(lambda: _server_in_sync(replica), deadline, "the replica did not sync")
+            for replica in replicas:
+                _wait(lambda r=replica: _server_in_sync(r), deadline, "a replica did not sync")
             for sentinel in self.sentinels:
                 sentinel.start()
             _wait(self._sentinels_ready, deadline, "the sentinels did not see everything")
@@ -507,7 +520,7 @@ class RedisSentinel:
                 replicas = client.sentinel_slaves(self.service)
             if int(state["num-other-sentinels"]) != len(self.sentinels) - 1:
                 return False
-            if [r["flags"] for r in replicas] != ["slave"]:  # known, connected, up
+            if [r["flags"] for r in replicas] != ["slave"] * (len(self.servers) - 1):  # all up
                 return False
         return True
 
@@ -525,24 +538,31 @@ class RedisSentinel:
         into a replica of the new one later, when a sentinel notices it.
         """
         old = self.master()
-        new = next(server for server in self.servers if server is not old)
         with self.sentinels[0].admin() as client:
             client.execute_command("SENTINEL FAILOVER", self.service)
         deadline = time.monotonic() + timeout
+        promoted: list[RedisServer] = []
 
-        def promoted() -> bool:
+        def done() -> bool:
+            named = set()
+            for sentinel in self.sentinels:
+                with sentinel.admin() as client:
+                    host, port = client.execute_command(
+                        "SENTINEL GET-MASTER-ADDR-BY-NAME", self.service
+                    )
+                named.add((_text(host), int(port)))
+            if len(named) != 1 or named == {(old.host, old.port)}:
+                return False
+            (address,) = named
+            new = next(s for s in self.servers if (s.host, s.port) == address)
             with new.admin() as client:
                 if client.info("replication").get("role") != "master":
                     return False
-            for sentinel in self.sentinels:
-                with sentinel.admin() as client:
-                    named = client.execute_command("SENTINEL GET-MASTER-ADDR-BY-NAME", self.service)
-                if (_text(named[0]), int(named[1])) != (new.host, new.port):
-                    return False
+            promoted[:] = [new]
             return True
 
-        _wait(promoted, deadline, f"the sentinels did not promote port {new.port}")
-        return new
+        _wait(done, deadline, f"the sentinels did not replace port {old.port}")
+        return promoted[0]
 
     def close(self) -> None:
         """Stop the sentinels, then the servers."""

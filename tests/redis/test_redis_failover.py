@@ -8,11 +8,12 @@ writes loses no count, so a limit holds exactly; and while a crashed master
 is not yet replaced, a store that fails closed raises `RedisUnavailableError`
 within the client's timeouts instead of hanging.
 
-Under Sentinel the same promise is checked, and at the time of writing it does
-not hold: a forced failover leaves the old master running and writable for
-about ten seconds, redis-py keeps deciding there, and those counts are lost
-(see "Sentinel notes" in docs/redis.md). Nor does the store yet treat the
-NOREPLICAS answer, which the usual guard against that gives, as an outage.
+Under Sentinel the same is checked with the configuration the guide advises
+(``min-replicas-to-write``): a forced failover leaves the old master running
+for about ten seconds before the sentinels demote it, and without that guard
+it would go on deciding, unseen by the new master. With it, the old master
+answers NOREPLICAS, an outage to the store, which then asks the sentinels
+for the new master.
 
 The limits refill one token an hour, so that nothing refills during a test
 and "exactly the capacity was admitted" is the whole check.
@@ -30,6 +31,7 @@ import anyio
 import anyio.to_thread
 import pytest
 import redis
+import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
 import redis.sentinel
@@ -283,7 +285,8 @@ def test_cluster_master_down_fails_closed_quickly_then_the_replica_decides(
     assert all(isinstance(cause, redis.RedisError | OSError) for cause in causes)
     assert max(outage) < OUTAGE_CALL_BOUND, outage
     assert recovered >= NODE_TIMEOUT  # the cluster needs that long to call the master failed
-    assert cluster.owner(SLOT) is replica
+    # As the promoted replica sees it: another node's view may lag by a gossip round.
+    assert cluster.owner(SLOT, seen_by=replica) is replica
     assert decision.allowed
     assert decision.remaining == CAPACITY // 2 - 1  # the replicated count survived
 
@@ -320,7 +323,8 @@ async def test_cluster_master_down_fails_closed_quickly_async(
         await client.aclose()
     assert outage
     assert max(outage) < OUTAGE_CALL_BOUND, outage
-    assert cluster.owner(SLOT) is replica
+    # As the promoted replica sees it: another node's view may lag by a gossip round.
+    assert cluster.owner(SLOT, seen_by=replica) is replica
     assert decision.allowed
     assert decision.remaining == CAPACITY // 2 - 1
 
@@ -330,8 +334,17 @@ async def test_cluster_master_down_fails_closed_quickly_async(
 
 @pytest.fixture
 def sentinel_group() -> Iterator[RedisSentinel]:
-    """A master, a replica and three sentinels, of this test's own."""
-    with RedisSentinel(sentinels=3, down_after=1.0, failover_timeout=5.0) as started:
+    """A master, its replica and three sentinels, of this test's own, guarded as advised.
+
+    ``min-replicas-to-write 1``, as many as there are replicas: a master that
+    its replica does not follow refuses writes. The old master stops deciding
+    as soon as its replica is promoted, instead of deciding, unseen, until the
+    sentinels demote it (about ten seconds); the new master takes writes once
+    the old one follows it.
+    """
+    with RedisSentinel(
+        sentinels=3, replicas=1, min_replicas_to_write=1, down_after=1.0, failover_timeout=5.0
+    ) as started:
         yield started
 
 
@@ -345,38 +358,57 @@ def test_sentinel_failover_resumes_on_the_new_master_without_over_admitting(
         RedisSentinel.service, socket_timeout=0.5, socket_connect_timeout=0.5,
         retry=Retry(NoBackoff(), 1),
     )  # fmt: skip
+    admitted = outage = 0
     try:
         store = RedisStore(client, prefix=prefix, recovery_time=0.05)
-        limit = hour_bucket(store, "limit")
+        # A bucket far from empty, so that every decision through the failover writes.
+        busy = hour_bucket(store, "busy", capacity=10_000)
         old = sentinel_group.master()
-        assert all(limit.allow(KEY) for _ in range(CAPACITY // 2))
-        new = next(server for server in sentinel_group.servers if server is not old)
-        wait_in_sync(old, new)
+        stop = threading.Event()
 
-        sentinel_group.failover()
-        before_new = 0  # admitted after the promotion, before a decision reached the new master
-        outage = 0
-        deadline = time.monotonic() + DEADLINE
-        # Decide until the decisions run on the promoted master (it answers NOSCRIPT once).
-        while noscript_replies(new) == 0:
-            try:
-                before_new += limit.allow(KEY)
-            except RedisUnavailableError:
-                outage += 1
-            assert time.monotonic() < deadline, "the decisions never reached the new master"
-            time.sleep(0.01)
-        on_new = sum(limit.allow(KEY) for _ in range(CAPACITY))
+        def decide() -> None:
+            nonlocal admitted, outage
+            while not stop.is_set():
+                try:
+                    admitted += busy.allow(KEY)
+                except RedisUnavailableError:
+                    outage += 1
+                time.sleep(0.005)
+
+        worker = threading.Thread(target=decide)
+        worker.start()
+        try:
+            wait_for(lambda: admitted >= 10)
+            new = sentinel_group.failover()
+            # Until a decision has run on the promoted master (it answers NOSCRIPT once),
+            # and ten more were admitted after that.
+            wait_for(lambda: noscript_replies(new) > 0)
+            mark = admitted
+            # The new master refuses writes too until the old one follows it: about ten
+            # seconds, when a sentinel demotes the old master.
+            wait_for(lambda: admitted >= mark + 10, timeout=40.0)
+        finally:
+            stop.set()
+            worker.join()
+        remaining: list[int] = []
+
+        def peeked() -> bool:
+            with contextlib.suppress(RedisUnavailableError):
+                remaining.append(busy.peek(KEY).remaining)
+            return bool(remaining)
+
+        wait_for(peeked)
+        recorded = 10_000 - remaining[0] - 1  # peek: as if after one more
+        with old.admin() as admin:
+            refusals = admin.info("errorstats").get("errorstat_NOREPLICAS", {}).get("count", 0)
     finally:
         client.close()
-    # The promoted master holds the 10 admissions made before the failover, so exactly
-    # 10 more may be admitted in all. Admissions made on the old master after the
-    # promotion are lost when it is turned into a replica; if any were made, they are
-    # admitted a second time on the new master.
-    assert (before_new, on_new) == (0, CAPACITY // 2), (
-        f"{before_new} admitted on the old master after the promotion, {on_new} on the new "
-        f"one ({outage} refused as unavailable): {before_new + on_new} over a remaining "
-        f"{CAPACITY // 2}"
-    )
+    # Every admission is on record on the new master, but for a decision the old master
+    # may have taken in the instant before it saw its replica go (asynchronous
+    # replication): at most one here, where decisions come one at a time, 5 ms apart.
+    # Without the guard the old master decides on, unseen, until it is demoted.
+    assert 0 <= admitted - recorded <= 1, (admitted, recorded, outage, refusals)
+    assert refusals > 0  # the old master did refuse: the guard, not luck, kept the count
 
 
 def test_an_old_master_without_its_replicas_counts_as_unavailable(prefix: str) -> None:
@@ -392,7 +424,39 @@ def test_an_old_master_without_its_replicas_counts_as_unavailable(prefix: str) -
             closed = hour_bucket(RedisStore(client, prefix=prefix), "closed")
             with pytest.raises(RedisUnavailableError) as caught:
                 closed.try_acquire(KEY)
-            assert isinstance(caught.value.__cause__, redis.ResponseError)
+            assert isinstance(caught.value.__cause__, redis.ConnectionError)
             assert "NOREPLICAS" in str(caught.value.__cause__)
             opened = hour_bucket(RedisStore(client, prefix=prefix, on_error="open"), "opened")
             assert opened.allow(KEY)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_an_old_master_without_its_replicas_counts_as_unavailable_async(
+    prefix: str,
+) -> None:
+    # The async client, alone and with concurrent decisions batched into one call.
+    with RedisServer() as server:
+        with server.admin() as admin:
+            admin.config_set("min-replicas-to-write", 1)
+        client = redis.asyncio.Redis(host=server.host, port=server.port, **quick_options())
+        try:
+            closed = hour_bucket(RedisStore(client, prefix=prefix, recovery_time=0), "closed")
+            with pytest.raises(RedisUnavailableError) as caught:
+                await closed.try_acquire_async(KEY)
+            assert "NOREPLICAS" in str(caught.value.__cause__)
+            refused: list[BaseException] = []
+
+            async def decide() -> None:
+                try:
+                    await closed.try_acquire_async(KEY)
+                except RedisUnavailableError as error:
+                    refused.append(error)
+
+            async with anyio.create_task_group() as tasks:
+                for _ in range(10):
+                    tasks.start_soon(decide)
+            assert len(refused) == 10
+            opened = hour_bucket(RedisStore(client, on_error="open", prefix=prefix), "opened")
+            assert await opened.allow_async(KEY)
+        finally:
+            await client.aclose()
