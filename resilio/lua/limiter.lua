@@ -171,27 +171,23 @@ local function evaluate(kind, key, total_key, p1, p2, now, cost, rest)
     if room >= 0 and weighted <= room then
       after = current + cost
     end
-    local remaining = limit - after - weighted
-    if remaining < 0 then
-      remaining = 0
-    end
-    local reset = 0
-    if after > 0 then
-      reset = 2 * window - elapsed
-    elseif previous > 0 then
-      reset = window - elapsed
-    end
-    if after ~= current then
-      local rest_remaining = limit - current - weighted
-      if rest_remaining < 0 then
-        rest_remaining = 0
+    -- What remains, and when the key is back to its initial state, with `count`
+    -- in this window: after the request, or as it is (Algorithm.rest).
+    local function standing(count)
+      local left = limit - count - weighted
+      if left < 0 then
+        left = 0
       end
-      local rest_reset = 0
-      if current > 0 then
-        rest_reset = 2 * window - elapsed
+      if count > 0 then
+        return left, 2 * window - elapsed
       elseif previous > 0 then
-        rest_reset = window - elapsed
+        return left, window - elapsed
       end
+      return left, 0
+    end
+    local remaining, reset = standing(after)
+    if after ~= current then
+      local rest_remaining, rest_reset = standing(current)
       return 1, remaining, 0, reset, rest_remaining, rest_reset,
         string.format('%d %d %d', s_index, after, previous), (s_index + 2) * window - now
     elseif room >= 0 then
