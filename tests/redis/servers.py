@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import redis
 
@@ -84,7 +84,26 @@ def free_port(*, with_bus: bool = False) -> int:
     raise RuntimeError("found no free loopback port")
 
 
-class RedisServer:
+class _Started:
+    """A context manager that starts its servers on entry and stops them on exit."""
+
+    def start(self) -> None:
+        """Start the servers; wait until they answer."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop the servers."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class RedisServer(_Started):
     """One ``redis-server`` process on a free loopback port; a context manager.
 
     Args:
@@ -110,13 +129,6 @@ class RedisServer:
     def url(self) -> str:
         """The ``redis://`` URL of the server."""
         return f"redis://{self.host}:{self.port}/0"
-
-    def __enter__(self) -> RedisServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def _command(self) -> list[str]:
         command = [
@@ -217,7 +229,7 @@ class RedisServer:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
-class RedisCluster:
+class RedisCluster(_Started):
     """A Redis Cluster of three masters on loopback, each with ``replicas`` replicas.
 
     The default (no replicas, a 5 s node timeout) is the cluster the
@@ -247,13 +259,6 @@ class RedisCluster:
     def url(self) -> str:
         """A ``redis://`` URL of one node, enough for a cluster client to find the others."""
         return self.nodes[0].url
-
-    def __enter__(self) -> RedisCluster:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def start(self, timeout: float = 20.0) -> None:
         """Start the nodes, split the slots between them, and wait until the cluster is ok."""
@@ -437,7 +442,7 @@ class _Sentinel(RedisServer):
         return [self.binary, str(path), "--sentinel"]
 
 
-class RedisSentinel:
+class RedisSentinel(_Started):
     """A master, ``replicas`` replicas and ``sentinels`` sentinels on loopback; a context manager.
 
     Args:
@@ -483,13 +488,6 @@ class RedisSentinel:
     def addresses(self) -> list[tuple[str, int]]:
         """The (host, port) of every sentinel, as `redis.sentinel.Sentinel` takes them."""
         return [(sentinel.host, sentinel.port) for sentinel in self.sentinels]
-
-    def __enter__(self) -> RedisSentinel:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def start(self, timeout: float = 20.0) -> None:
         """Start the servers and the sentinels; wait until every sentinel sees all of them."""
