@@ -377,19 +377,19 @@ class FixedWindowAlgorithm(Algorithm):
 
     def take_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> Decision:
         """See `Algorithm.take_in`."""
+        window, capacity = self.window, self.capacity
         state = table.get(key)
-        index = now // self.window
-        left = ((index + 1) * self.window - now) / US
+        index = now // window
         if state is not None and state[0] >= index:
             index, used = state
         else:
             used = 0
-        if used + cost <= self.capacity:
-            table[key] = (index, used + cost)
-            return _new_tuple(
-                Decision, (True, self.capacity - used - cost, 0.0, left, self.capacity)
-            )
-        return _new_tuple(Decision, (False, self.capacity - used, left, left, self.capacity))
+        after = used + cost
+        left = (window - now % window) / US  # to the end of the window `now` is in
+        if after <= capacity:
+            table[key] = (index, after)
+            return _new_tuple(Decision, (True, capacity - after, 0.0, left, capacity))
+        return _new_tuple(Decision, (False, capacity - used, left, left, capacity))
 
     def admit_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> bool:
         """See `Algorithm.admit_in`."""
@@ -399,8 +399,9 @@ class FixedWindowAlgorithm(Algorithm):
             index, used = state
         else:
             used = 0
-        if used + cost <= self.capacity:
-            table[key] = (index, used + cost)
+        used += cost
+        if used <= self.capacity:
+            table[key] = (index, used)
             return True
         return False
 
