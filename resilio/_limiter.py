@@ -8,10 +8,11 @@ asked to wait, and emits events.
 
 from __future__ import annotations
 
+import enum
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Final, Literal, ParamSpec, TypeVar
 
 import anyio
 
@@ -41,6 +42,17 @@ KeyArg = str | Callable[..., str]
 CostArg = int | Callable[..., int]
 
 _monotonic_ns = time.monotonic_ns
+
+
+class _Unset(enum.Enum):
+    # None means "wait as long as it takes" for a timeout, so "not given" needs its own value.
+    TIMEOUT = "the limiter's timeout"
+
+    def __repr__(self) -> str:
+        return "<the limiter's timeout>"
+
+
+_LIMITER_TIMEOUT: Final = _Unset.TIMEOUT
 _NUMBERS = (int, float)
 # The usual cost; small ints are shared objects, so an identity test skips validation.
 _ONE = 1
@@ -119,6 +131,7 @@ class RateLimiter(Strategy):
         # A limiter of one limit in memory keeps its decision methods here (see __init__).
         "__dict__",
         "_clock",
+        "_clock_seen",
         "_limits",
         "_lines",
         "_listeners",
@@ -159,6 +172,8 @@ class RateLimiter(Strategy):
         self._store: Store = MemoryStore() if store is None else store
         self._own_store = store is not None  # AllOf keeps a part's chosen store
         self._clock = clock
+        # The clock of the latest decision, in a list the inline decisions share.
+        self._clock_seen: list[Clock] = [clock or runtime.clock]
         self._listeners = validate_listeners(listeners)
         self._timeout = timeout
         self._max_cost = min(limit.capacity for limit in self._limits)
@@ -200,6 +215,34 @@ class RateLimiter(Strategy):
         if type(clock) is SystemClock:
             return _monotonic_ns() // 1000
         return round(clock.now() * US)
+
+    def _current_clock(self) -> Clock:
+        clock = self._clock or runtime.clock
+        if clock is not self._clock_seen[0]:
+            self._clock_changed(clock)
+        return clock
+
+    def _clock_changed(self, clock: Clock) -> None:
+        """The global clock was swapped (`resilio.testing.use_clock`): start afresh on it.
+
+        Times from two clocks do not compare, so what this limiter holds in a
+        memory store, stamped with the old clock's times, is dropped, and the
+        store's guard against time running backwards starts again. A store
+        keeping its own time (Redis) has nothing to drop.
+        """
+        self._clock_seen[0] = clock
+        if isinstance(self._store, MemoryStore):
+            self._store._restart(self._limits)
+
+    def _check_request(self, key: object, cost: object) -> None:
+        """Raise for a key that is not a string or a cost this limiter cannot take.
+
+        The decision paths test the usual case inline (a str key, a cost of
+        one or a small int) and call this only for the rest.
+        """
+        if not isinstance(key, str):
+            raise TypeError(f"a rate limiter key must be a string, got {key!r}")
+        self._bad_cost(cost)
 
     def _bad_cost(self, cost: object) -> None:
         if isinstance(cost, bool) or not isinstance(cost, int):
@@ -256,9 +299,11 @@ class RateLimiter(Strategy):
         Raises:
             ValueError: ``cost`` is not positive or exceeds the capacity.
         """
-        if cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost):
-            self._bad_cost(cost)
-        clock = self._clock or runtime.clock
+        if key.__class__ is not str or (
+            cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost)
+        ):
+            self._check_request(key, cost)
+        clock = self._current_clock()
         decision = self._store.acquire(self._limits, key, cost, self._now_us(clock))
         if self._listeners or _events.global_listeners:
             self._emit_decision(decision, clock, key)
@@ -269,9 +314,11 @@ class RateLimiter(Strategy):
 
         The fastest way to ask. Args and errors as for `try_acquire`.
         """
-        if cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost):
-            self._bad_cost(cost)
-        clock = self._clock or runtime.clock
+        if key.__class__ is not str or (
+            cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost)
+        ):
+            self._check_request(key, cost)
+        clock = self._current_clock()
         allowed = self._store.allow(self._limits, key, cost, self._now_us(clock))
         if self._listeners or _events.global_listeners:
             self._emit_admission(allowed, clock, key)
@@ -284,9 +331,11 @@ class RateLimiter(Strategy):
             key: Whose limit to inspect.
             cost: The cost to test.
         """
-        if cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost):
-            self._bad_cost(cost)
-        clock = self._clock or runtime.clock
+        if key.__class__ is not str or (
+            cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost)
+        ):
+            self._check_request(key, cost)
+        clock = self._current_clock()
         return self._store.peek(self._limits, key, cost, self._now_us(clock))
 
     def reset(self, key: str = "") -> None:
@@ -295,9 +344,11 @@ class RateLimiter(Strategy):
 
     async def try_acquire_async(self, key: str = "", cost: int = 1) -> Decision:
         """Async twin of `try_acquire` (needed with stores on async clients)."""
-        if cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost):
-            self._bad_cost(cost)
-        clock = self._clock or runtime.clock
+        if key.__class__ is not str or (
+            cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost)
+        ):
+            self._check_request(key, cost)
+        clock = self._current_clock()
         now = self._now_us(clock)
         if self._memory:
             decision = self._store.acquire(self._limits, key, cost, now)
@@ -313,9 +364,11 @@ class RateLimiter(Strategy):
 
     async def peek_async(self, key: str = "", cost: int = 1) -> Decision:
         """Async twin of `peek`."""
-        if cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost):
-            self._bad_cost(cost)
-        clock = self._clock or runtime.clock
+        if key.__class__ is not str or (
+            cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost)
+        ):
+            self._check_request(key, cost)
+        clock = self._current_clock()
         return await self._store.peek_async(self._limits, key, cost, self._now_us(clock))
 
     async def reset_async(self, key: str = "") -> None:
@@ -355,11 +408,13 @@ class RateLimiter(Strategy):
                 ahead: when theirs and this one would). Nothing is consumed.
             ValueError: ``cost`` is not positive or exceeds the capacity.
         """
-        if cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost):
-            self._bad_cost(cost)
+        if key.__class__ is not str or (
+            cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost)
+        ):
+            self._check_request(key, cost)
         if timeout is not None and (timeout.__class__ not in _NUMBERS or not timeout >= 0):
             _check_timeout(timeout)
-        clock = self._clock or runtime.clock
+        clock = self._current_clock()
         store, limits, lines = self._store, self._limits, self._lines
         if key not in lines.lines:
             decision = store.acquire(limits, key, cost, self._now_us(clock))
@@ -410,11 +465,13 @@ class RateLimiter(Strategy):
         timeout: float | None = None,  # noqa: ASYNC109 - bounds the wait for admission
     ) -> Decision:
         """Async twin of `acquire`; cancelling the task while it waits consumes nothing."""
-        if cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost):
-            self._bad_cost(cost)
+        if key.__class__ is not str or (
+            cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost)
+        ):
+            self._check_request(key, cost)
         if timeout is not None and (timeout.__class__ not in _NUMBERS or not timeout >= 0):
             _check_timeout(timeout)
-        clock = self._clock or runtime.clock
+        clock = self._current_clock()
         store, limits, lines = self._store, self._limits, self._lines
         if key not in lines.lines:
             decision = await store.acquire_async(limits, key, cost, self._now_us(clock))
@@ -463,7 +520,10 @@ class RateLimiter(Strategy):
     # -- decorator, with, pipeline -----------------------------------------
 
     def limit(
-        self, key: KeyArg = "", cost: CostArg = 1, timeout: float | None = None
+        self,
+        key: KeyArg = "",
+        cost: CostArg = 1,
+        timeout: float | Literal[_Unset.TIMEOUT] | None = _LIMITER_TIMEOUT,
     ) -> LimitedCall:
         """Return a decorator (and ``with`` block) that admits calls through this limiter.
 
@@ -475,7 +535,9 @@ class RateLimiter(Strategy):
                 ``None`` waits as long as it takes. Defaults to the limiter's
                 ``timeout``.
         """
-        return LimitedCall(self, key, cost, self._timeout if timeout is None else timeout)
+        return LimitedCall(
+            self, key, cost, self._timeout if timeout is _LIMITER_TIMEOUT else timeout
+        )
 
     def _default(self) -> LimitedCall:
         return LimitedCall(self, "", 1, self._timeout)
@@ -512,7 +574,8 @@ def _inline_decisions(
     """
     lock, table = store._bind(limit)
     fixed_clock, max_cost, listeners = limiter._clock, limiter._max_cost, limiter._listeners
-    bad_cost = limiter._bad_cost
+    check_request = limiter._check_request
+    clock_seen, clock_changed = limiter._clock_seen, limiter._clock_changed
     countdown = 1  # operations until the next sweep: the first one sweeps
 
     def inline(
@@ -520,9 +583,13 @@ def _inline_decisions(
     ) -> Callable[[str, int], R]:
         def decision(key: str = "", cost: int = 1) -> R:
             nonlocal countdown
-            if cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= max_cost):
-                bad_cost(cost)
+            if key.__class__ is not str or (
+                cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= max_cost)
+            ):
+                check_request(key, cost)
             clock = fixed_clock or runtime.clock
+            if clock is not clock_seen[0]:
+                clock_changed(clock)
             with lock:
                 if clock.__class__ is SystemClock:
                     now = _monotonic_ns() // 1000
@@ -548,11 +615,16 @@ def _inline_decisions(
     async def try_acquire_async(key: str = "", cost: int = 1) -> Decision:
         return try_acquire(key, cost)
 
-    return {
+    methods: dict[str, Callable[..., Any]] = {
         "try_acquire": try_acquire,
         "allow": inline(limit.admit_in, limiter._emit_admission),
         "try_acquire_async": try_acquire_async,
     }
+    for name, method in methods.items():
+        # Errors and introspection name the method the closure stands for.
+        method.__name__, method.__doc__ = name, getattr(RateLimiter, name).__doc__
+        method.__qualname__ = f"{type(limiter).__name__}.{name}"
+    return methods
 
 
 class LimitedCall(Strategy):

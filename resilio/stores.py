@@ -223,6 +223,13 @@ class MemoryStore:
         with self._lock:
             return self._lock, self._table(limit)
 
+    def _restart(self, limits: Sequence[Algorithm]) -> None:
+        """Drop every key of ``limits`` and let time start again: their clock was swapped."""
+        with self._lock:
+            for limit in limits:
+                self._table(limit).clear()
+            self._now = 0
+
     def _swept(self, now: int) -> int:
         """Sweep at ``now`` for an inline caller (lock held); return the operations until the next.
 

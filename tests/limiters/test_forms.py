@@ -61,6 +61,55 @@ async def test_async_decorator_waits_when_given_a_timeout() -> None:
         await limiter.limit(key="shared", timeout=0.5)(call)(3)
 
 
+@pytest.mark.anyio
+async def test_limit_timeout_none_waits_as_long_as_it_takes() -> None:
+    # None is a timeout of its own here, not "the limiter's default" (which is 0).
+    clock = FakeClock()
+    limiter = TokenBucket(rate=1, per=10.0, capacity=1, clock=clock)
+    waiting = limiter.limit(key="k", timeout=None)
+
+    @waiting
+    def call() -> str:
+        return "done"
+
+    assert [call(), call()] == ["done", "done"]
+    with waiting:
+        pass
+    async with waiting:
+        pass
+    assert clock.sleeps == [10.0, 10.0, 10.0]
+    with pytest.raises(RateLimitExceeded):
+        with limiter.limit(key="k"):  # the limiter's own timeout: 0
+            pass
+
+
+def test_keys_must_be_strings() -> None:
+    limiter = TokenBucket(rate=10, clock=FakeClock())
+    for call in (limiter.allow, limiter.try_acquire, limiter.peek, limiter.acquire):
+        with pytest.raises(TypeError, match="key must be a string, got 1"):
+            call(1)  # type: ignore[operator]
+
+    class Name(str):
+        pass
+
+    assert limiter.allow(Name("user:1"))
+    assert limiter.peek("user:1").remaining == 8
+
+    @limiter.limit(key=lambda user: None)
+    def by_user(user: str) -> None:
+        return None
+
+    with pytest.raises(TypeError, match="got None"):
+        by_user("u")
+
+
+def test_unknown_keywords_name_the_method() -> None:
+    limiter = TokenBucket(rate=10)
+    with pytest.raises(TypeError, match=r"TokenBucket\.try_acquire\(\) got an unexpected"):
+        limiter.try_acquire("k", bogus=1)  # type: ignore[call-arg]
+    assert limiter.allow.__doc__ == resilio.RateLimiter.allow.__doc__
+
+
 def test_limiter_itself_is_a_decorator_and_a_pipeline_strategy() -> None:
     limiter = SlidingWindowLog(limit=2, window=1.0, clock=FakeClock())
 

@@ -15,7 +15,7 @@ import pytest
 from resilio import LeakyBucket, RateLimiter, TokenBucket
 from resilio._errors import RateLimitExceeded
 from resilio.stores import Store
-from resilio.testing import FakeClock
+from resilio.testing import FakeClock, use_clock
 
 pytestmark = pytest.mark.anyio
 
@@ -293,3 +293,19 @@ def test_newcomers_do_not_barge_past_waiting_threads(store: Store) -> None:
     thread.join(5)
     assert not thread.is_alive()
     assert limiter.peek("k", 1).retry_after == pytest.approx(0.1)
+
+
+def test_a_swapped_global_clock_starts_the_limiter_afresh() -> None:
+    """Times of two clocks do not compare: state kept under one is dropped under the other."""
+    limiter = TokenBucket(rate=1, per=10.0, capacity=1)  # on the global clock
+    assert limiter.allow("k")  # real monotonic time: thousands of seconds since boot
+    with use_clock(FakeClock()) as fake:  # fake time starts at 0
+        assert limiter.acquire("k", timeout=None).allowed
+        assert limiter.acquire("k", timeout=None).allowed
+        assert fake.sleeps == [10.0]  # one interval, not the machine's uptime
+    with use_clock(FakeClock(start=1e9)):
+        assert limiter.allow("k")
+        assert not limiter.allow("k")
+    # Back on the real clock, nothing stamped at 1e9 s keeps the key limited.
+    assert limiter.allow("k")
+    assert not limiter.allow("k")
