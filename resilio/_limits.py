@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 from ._clock import Clock
 from ._core.limiters import (
@@ -33,6 +33,19 @@ __all__ = [
     "SlidingWindowLog",
     "TokenBucket",
 ]
+
+
+# The largest integer below which every integer is a double: the Lua scripts'
+# only number type. Time spans and products of the algorithms stay below it.
+_EXACT: Final = 2**53
+
+
+def _exactly(owner: str, what: str, microseconds: int, advice: str) -> None:
+    if microseconds >= _EXACT:
+        raise ValueError(
+            f"{owner}: {what} comes to {microseconds / US / 31_557_600:.3g} years, beyond "
+            f"the 2**53 microseconds (about 285 years) in which limiters count exactly; {advice}"
+        )
 
 
 def _split_rate(
@@ -88,6 +101,12 @@ class _BucketLimiter(RateLimiter):
                 "units (cost) or use a longer per="
             )
         interval = math.ceil(per_us / rate_)
+        _exactly(
+            type(self).__name__,
+            "capacity x per / rate (the time a whole burst takes to refill or drain)",
+            interval * capacity,
+            "lower the capacity or raise the rate",
+        )
         super().__init__(
             [self._algorithm(interval, capacity, name or "")],
             name=name,
@@ -195,6 +214,8 @@ class _WindowLimiter(RateLimiter):
         timeout: float | None = 0.0,
     ) -> None:
         count, window_us = _window_init(self._algorithm, limit_spec, limit, window)
+        owner = type(self).__name__
+        _exactly(owner, "the window", window_us, "use a shorter window")
         algorithm = self._algorithm(count, window_us, name or "")
         super().__init__(
             [algorithm], name=name, store=store, clock=clock, listeners=listeners, timeout=timeout

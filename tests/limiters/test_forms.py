@@ -220,6 +220,11 @@ def test_limit_strings_in_constructors() -> None:
         (lambda: TokenBucket(rate=float("inf")), ValueError, "finite"),
         (lambda: TokenBucket(rate=1, per=0), ValueError, "per must be a positive"),
         (lambda: TokenBucket(rate=1, capacity=0), ValueError, "capacity must be a positive"),
+        # Beyond 2**53 µs integer time is no longer exact (nor, on Redis, representable).
+        (lambda: TokenBucket(rate=1, per=3e7, capacity=10**6), ValueError, "2\\*\\*53"),
+        (lambda: LeakyBucket(rate=1, per=3e7, capacity=10**6), ValueError, "refill or drain"),
+        (lambda: FixedWindow(limit=1, window=1e10), ValueError, "shorter window"),
+        (lambda: SlidingWindowLog(limit=1, window=1e10), ValueError, "shorter window"),
         (lambda: TokenBucket(rate=1, capacity=1.5), TypeError, "capacity must be an integer"),  # type: ignore[arg-type]
         (lambda: TokenBucket(), TypeError, "rate= and per= are required"),
         (lambda: TokenBucket("10/s", rate=3), TypeError, "either a limit string"),
