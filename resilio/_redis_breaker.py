@@ -35,7 +35,7 @@ from ._breaker import _STATES, CircuitBreaker, CircuitState
 from ._core import breaker as core
 from ._outcome import matches
 from ._redis_scripts import Arg, AsyncScriptRunner, Script, run_script
-from .redis import _FAILURES, RedisStore, RedisUnavailableError, _hash_tag
+from .redis import _FAILURES, RedisStore, RedisUnavailableError, _hash_tag, _is_outage
 
 __all__ = ["RedisCircuitBreaker", "breaker_keys"]
 
@@ -188,6 +188,8 @@ class RedisCircuitBreaker(CircuitBreaker):
         try:
             reply = run_script(store.client, _SCRIPT, self._keys, self._args(step, now, extra))
         except _FAILURES as exc:
+            if not _is_outage(exc):
+                raise
             store._failed(exc)
             return None
         if store._last_error is not None:
@@ -206,6 +208,8 @@ class RedisCircuitBreaker(CircuitBreaker):
         try:
             reply = await runner(self._keys, self._args(step, now, extra))
         except _FAILURES as exc:
+            if not _is_outage(exc):
+                raise
             store._failed(exc)
             return None
         if store._last_error is not None:

@@ -68,21 +68,41 @@ _CONSUME: Final = b"1"
 _LOOK: Final = b"0"
 _SERVER_TIME: Final = b""  # a batched decision's time: read the server's clock
 
-# What counts as "Redis is unavailable": the failure policy applies to these.
-# Other errors (a WRONGTYPE from a key shared with another program, a bug)
-# are not outages and propagate unchanged. A NOREPLICAS answer arrives as
+# What counts as "Redis is unavailable": the failure policy applies to these,
+# once `_is_outage` agrees. Other errors (a WRONGTYPE from a key shared with
+# another program, keys of one call in different cluster slots, a bug) are not
+# outages and propagate unchanged. A NOREPLICAS answer arrives as
 # NoReplicasError, a ConnectionError (see _redis_scripts).
 _FAILURES: Final = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
-    redis.exceptions.ClusterError,
-    redis.exceptions.RedisClusterException,
+    redis.exceptions.ClusterError,  # CLUSTERDOWN, the retries of a moving slot spent
+    redis.exceptions.RedisClusterException,  # outages and misuses alike: see _is_outage
     redis.exceptions.ReadOnlyError,
     redis.exceptions.MasterDownError,
     redis.exceptions.TryAgainError,
     redis.exceptions.OutOfMemoryError,
     OSError,
 )
+# The cluster client raises a bare RedisClusterException for misuse ("all keys
+# must map to the same key slot", a command without keys) as well as for these
+# outages, told apart only by their text: no node answered, or the nodes' slot
+# maps leave slots uncovered or disagree (mid-failover).
+_CLUSTER_OUTAGES: Final = (
+    "Redis Cluster cannot be connected",
+    "All slots are not covered",
+    "startup_nodes could not agree",
+    "No targets were found",
+)
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """Whether ``exc``, one of `_FAILURES`, means Redis is unavailable (not misused)."""
+    if isinstance(exc, redis.exceptions.RedisClusterException) and not isinstance(
+        exc, redis.exceptions.SlotNotCoveredError
+    ):
+        return str(exc).startswith(_CLUSTER_OUTAGES)
+    return True
 
 
 class RedisUnavailableError(ResilioError):
@@ -171,10 +191,18 @@ class _LimiterRunner(AsyncScriptRunner):
 
 
 def _hash_tag(key: str) -> str:
+    """The Cluster hash tag of ``key``: never empty, and distinct keys get distinct tags."""
     # Braces would end the {hash tag} early: escape them (and the escape character).
     if "{" in key or "}" in key or "%" in key:
         return key.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
-    return key
+    # Cluster hashes the whole key when its tag is empty ("{}"), which would
+    # scatter one decision's keys over several slots. An escaped key has no
+    # "%" that is not followed by 25, 7B or 7D, so a lone "%" stands for "" alone.
+    return key or "%"
+
+
+def _not_a_key(key: object) -> TypeError:
+    return TypeError(f"a rate limit key must be a str, got {type(key).__name__}: {key!r}")
 
 
 class RedisStore:
@@ -188,12 +216,15 @@ class RedisStore:
 
     Every key is ``<prefix>{<user key>}:<limit name>``: the braces are the
     Redis Cluster hash tag, so all limits of one decision live in one slot,
-    while different user keys spread over the cluster. Every key written has
-    a TTL that ends when its state is back to the initial one.
+    while different user keys spread over the cluster (the empty key is tagged
+    ``{%}``, a tag no other key gets). Keys are str, encoded with the
+    client's ``encoding``. Every key written has a TTL that ends when its
+    state is back to the initial one.
 
     Args:
-        client: The redis-py client. Its ``socket_timeout`` must be set (in
-            seconds), so a dead or frozen Redis cannot hang a request.
+        client: The redis-py client. Its ``socket_timeout`` must be a number of
+            seconds above 0 (not None), so a dead or frozen Redis cannot hang a
+            request.
         prefix: Put before every key; must not contain ``{`` or ``}``.
         on_error: What a decision does when Redis is unreachable, times out
             or is failing over: ``"closed"`` (the default) raises
@@ -242,6 +273,12 @@ class RedisStore:
                 "the Redis client has no socket_timeout, so a dead Redis could hang every "
                 "request: create it with a timeout in seconds, for example "
                 "redis.Redis(..., socket_timeout=0.5)"
+            )
+        if timeout <= 0:
+            raise ValueError(
+                f"the Redis client's socket_timeout is {timeout!r}: redis-py takes 0 as "
+                "'do not wait', so every command would fail; give it a timeout in seconds "
+                "above 0, for example redis.Redis(..., socket_timeout=0.5)"
             )
         if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
             raise ValueError(f"prefix must be a string without braces, got {prefix!r}")
@@ -371,6 +408,8 @@ class RedisStore:
     ) -> Decision:
         if self._async:
             self._sync_only()
+        if not isinstance(key, str):
+            raise _not_a_key(key)
         plan = self._plan_for(limits)
         if self._down_until and self._is_down():
             return self._degraded(limits, plan, key, cost, now, mode)
@@ -379,6 +418,8 @@ class RedisStore:
                 self._client, _LIMITER, self._keys(plan, key), self._args(plan, cost, now, mode)
             )
         except _FAILURES as exc:
+            if not _is_outage(exc):
+                raise
             self._failed(exc)
             return self._degraded(limits, plan, key, cost, now, mode)
         if self._last_error is not None:
@@ -390,12 +431,16 @@ class RedisStore:
     ) -> Decision:
         if self._runner is None:
             return await anyio.to_thread.run_sync(self._decide, limits, key, cost, now, mode)
+        if not isinstance(key, str):
+            raise _not_a_key(key)
         plan = self._plan_for(limits)
         if self._down_until and self._is_down():
             return self._degraded(limits, plan, key, cost, now, mode)
         try:
             reply = await self._runner(self._keys(plan, key), self._args(plan, cost, now, mode))
         except _FAILURES as exc:
+            if not _is_outage(exc):
+                raise
             self._failed(exc)
             return self._degraded(limits, plan, key, cost, now, mode)
         if self._last_error is not None:
@@ -404,6 +449,8 @@ class RedisStore:
 
     def _reset_keys(self, limits: Sequence[Algorithm], key: str) -> list[bytes] | None:
         """The keys to delete, or None when Redis is down and the policy was applied."""
+        if not isinstance(key, str):
+            raise _not_a_key(key)
         plan = self._plan_for(limits)
         if self._down_until and self._is_down():
             self._reset_degraded(limits, key)
@@ -440,6 +487,8 @@ class RedisStore:
         try:
             self._client.execute_command("DEL", *keys)
         except _FAILURES as exc:
+            if not _is_outage(exc):
+                raise
             self._failed(exc)
             self._reset_degraded(limits, key)
         if self._fallback is not None:
@@ -472,6 +521,8 @@ class RedisStore:
         try:
             await self._client.execute_command("DEL", *keys)
         except _FAILURES as exc:
+            if not _is_outage(exc):
+                raise
             self._failed(exc)
             self._reset_degraded(limits, key)
         if self._fallback is not None:

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from resilio import AllOf, FixedWindow, SlidingWindowLog, TokenBucket
+from resilio import AllOf, FixedWindow, LeakyBucket, SlidingWindowLog, TokenBucket
 from resilio._core.limiters import (
     Algorithm,
     FixedWindowAlgorithm,
@@ -49,6 +49,12 @@ def test_configuration_errors_say_what_to_change(redis_endpoint: Endpoint) -> No
     unbounded = redis.Redis.from_url(redis_endpoint.url, socket_timeout=None)
     with unbounded, pytest.raises(ValueError, match="socket_timeout"):
         RedisStore(unbounded)
+    for timeout in (0, -1.0):  # redis-py takes 0 as "do not wait": every command would fail
+        with (
+            redis.Redis.from_url(redis_endpoint.url, socket_timeout=timeout) as client,
+            pytest.raises(ValueError, match=f"socket_timeout is {float(timeout)!r}.* above 0"),
+        ):
+            RedisStore(client)
     with redis.Redis.from_url(redis_endpoint.url, socket_timeout=1.0) as client:
         with pytest.raises(ValueError, match="braces"):
             RedisStore(client, prefix="app:{x}:")
@@ -131,6 +137,31 @@ def test_keys_are_prefixed_and_hash_tagged(
         limiter.try_acquire(f"user:{user}")
     slots = {key_slot(key) for key in cluster_client.scan_iter(match=f"{prefix}*")}
     assert len(slots) > 10
+
+
+# -- the largest limits ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [TokenBucket, LeakyBucket])
+def test_the_longest_burst_a_limiter_accepts_decides_exactly_on_redis(
+    cls: type[Any], sync_client: redis.Redis, prefix: str
+) -> None:
+    # 285 one-year units: a burst just under 2**53 us. One more is refused at
+    # construction (on Redis the arithmetic beyond it over-admitted).
+    year = 365 * 86_400.0
+    with pytest.raises(ValueError, match=r"2\*\*53"):
+        cls(rate=1, per=year, capacity=286)
+    clock = FakeClock(start=1_000.0)
+    store = RedisStore(sync_client, prefix=prefix, time_source="caller")
+    remote = cls(rate=1, per=year, capacity=285, store=store, clock=clock)
+    local = cls(rate=1, per=year, capacity=285, clock=clock)
+    for step in [285, 1, 1, "year", 1, 1, "peek"]:
+        if step == "year":
+            clock.advance(year)
+        elif step == "peek":
+            assert remote.peek("k") == local.peek("k")
+        else:
+            assert remote.try_acquire("k", cost=step) == local.try_acquire("k", cost=step)
 
 
 # -- time ------------------------------------------------------------------------
