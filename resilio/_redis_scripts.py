@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any, Final
@@ -105,21 +106,29 @@ def client_encoding(client: object) -> tuple[str, str]:
     return kwargs.get("encoding", "utf-8"), kwargs.get("encoding_errors", "strict")
 
 
-class NoReplicasError(RedisConnectionError):
-    """The server refused a write for want of replicas (``NOREPLICAS``): an outage.
+class NotWritableError(RedisConnectionError):
+    """The server refused a script's write, so it cannot decide: an outage.
 
-    A master configured with ``min-replicas-to-write`` answers so when no
-    replica follows it, as an old master does once a replica was promoted in
-    its place. Raised as a connection error, so the store's failure policy
-    applies, after the client's idle connections were dropped: the next call
-    connects anew and, under Sentinel, asks the sentinels for the master.
+    ``NOREPLICAS``: a master configured with ``min-replicas-to-write`` that its
+    replicas do not follow, as an old master is once a replica was promoted
+    in its place. ``READONLY``: the server is a replica now. ``MASTERDOWN``: a
+    replica that lost its master. Raised as a connection error, so the
+    store's failure policy applies, after the client's idle connections were
+    dropped: the next call connects anew and, under Sentinel, asks the
+    sentinels for the master.
     """
 
 
-def _no_replicas(error: object) -> NoReplicasError | None:
-    """The outage ``error`` (a reply or an exception) stands for, if it is NOREPLICAS."""
-    if isinstance(error, ResponseError) and str(error).startswith("NOREPLICAS"):
-        lost = NoReplicasError(str(error))
+# Redis 7 answers a refused write inside a script with the command's own error
+# first ("NOREPLICAS Not enough good replicas..."); Redis 6 wraps it ("Error
+# running script (...): @user_script:308: -NOREPLICAS Not enough...").
+_NOT_WRITABLE: Final = re.compile(r"(?:^|[\s-])(?:NOREPLICAS|READONLY|MASTERDOWN) ")
+
+
+def _not_writable(error: object) -> NotWritableError | None:
+    """The outage ``error`` (a reply or an exception) stands for, if it is a refused write."""
+    if isinstance(error, ResponseError) and _NOT_WRITABLE.search(str(error)):
+        lost = NotWritableError(str(error))
         lost.__cause__ = error
         return lost
     return None
@@ -134,7 +143,7 @@ def run_script(client: Any, script: Script, keys: Sequence[Key], args: Sequence[
     """Run ``script`` by EVALSHA on a sync client, falling back to EVAL on NOSCRIPT.
 
     Raises:
-        NoReplicasError: The server refused to write for want of replicas.
+        NotWritableError: The server refused the script's write.
     """
     try:
         try:
@@ -143,7 +152,7 @@ def run_script(client: Any, script: Script, keys: Sequence[Key], args: Sequence[
         except NoScriptError:
             return client.execute_command("EVAL", script.source, len(keys), *keys, *args)
     except ResponseError as error:
-        lost = _no_replicas(error)
+        lost = _not_writable(error)
         if lost is None:
             raise
         if (pool := _pool(client)) is not None:
@@ -177,7 +186,7 @@ async def _evalsha_async(
         except NoScriptError:
             return await client.execute_command("EVAL", script.source, len(keys), *keys, *args)
     except ResponseError as error:
-        lost = _no_replicas(error)
+        lost = _not_writable(error)
         if lost is None:
             raise
         if (pool := _pool(client)) is not None:
@@ -286,7 +295,7 @@ class AsyncScriptRunner:
             again = await self._pipeline([calls[i] for i in missing], "EVAL", self.script.source)
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
-        lost = [_no_replicas(reply) for reply in replies]
+        lost = [_not_writable(reply) for reply in replies]
         if any(lost) and (pool := _pool(self._client)) is not None:
             await pool.disconnect(inuse_connections=False)
         return [

@@ -71,8 +71,9 @@ _SERVER_TIME: Final = b""  # a batched decision's time: read the server's clock
 # What counts as "Redis is unavailable": the failure policy applies to these,
 # once `_is_outage` agrees. Other errors (a WRONGTYPE from a key shared with
 # another program, keys of one call in different cluster slots, a bug) are not
-# outages and propagate unchanged. A NOREPLICAS answer arrives as
-# NoReplicasError, a ConnectionError (see _redis_scripts).
+# outages and propagate unchanged. A write the server refused (NOREPLICAS,
+# READONLY, MASTERDOWN) arrives as NotWritableError, a ConnectionError (see
+# _redis_scripts), whatever the server's version wraps it in.
 _FAILURES: Final = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,

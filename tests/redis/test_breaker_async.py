@@ -114,7 +114,10 @@ async def test_a_slow_redis_never_blocks_the_loop(
     assert sum(isinstance(outcome, Boom) for outcome in outcomes) == 50
     assert elapsed >= 0.1  # each call paid at least two slow round trips
     assert len(lateness) >= elapsed / TICK * 0.5
-    assert max(lateness) < 0.025, f"the loop stalled for {max(lateness) * 1000:.1f} ms"
+    # One round trip through the proxy takes 50 ms: a stall shorter than that cannot
+    # have been a wait for Redis on the loop (threads and tasks starting on a busy
+    # 2-CPU machine have delayed a tick by 30 ms).
+    assert max(lateness) < 0.04, f"the loop stalled for {max(lateness) * 1000:.1f} ms"
     assert not [w for w in caught if "never awaited" in str(w.message)]
 
 
