@@ -104,8 +104,8 @@ async def test_an_async_client_serves_only_the_async_methods(
 
 def test_limits_with_one_name_must_agree(sync_client: redis.Redis, prefix: str) -> None:
     store = RedisStore(sync_client, prefix=prefix)
-    FixedWindow(limit=3, window=60.0, name="shared", store=store).try_acquire("k")
-    assert FixedWindow(limit=3, window=60.0, name="shared", store=store).try_acquire("k")
+    FixedWindow(limit=3, window=3600.0, name="shared", store=store).try_acquire("k")
+    assert FixedWindow(limit=3, window=3600.0, name="shared", store=store).try_acquire("k")
     with pytest.raises(ValueError, match="share the name"):
         TokenBucket(rate=1, name="shared", store=store).try_acquire("k")
 
