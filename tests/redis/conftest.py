@@ -24,6 +24,7 @@ import redis
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -69,9 +70,17 @@ def cluster_endpoint() -> Iterator[Endpoint]:
     yield from _endpoint("REDIS_CLUSTER_URL", RedisCluster)
 
 
-def client_options() -> dict[str, Any]:
+def quick_retry(retries: int = 1, *, asynchronous: bool = False) -> Retry | AsyncRetry:
+    """``retries`` immediate retries, in the class the client kind takes.
+
+    redis-py 8.2 converts a sync ``Retry`` given to an asyncio client, with a warning.
+    """
+    return (AsyncRetry if asynchronous else Retry)(NoBackoff(), retries)
+
+
+def client_options(*, asynchronous: bool = False) -> dict[str, Any]:
     """Bounded timeouts and one quick retry: what the deployment guide recommends."""
-    return {"socket_timeout": TIMEOUT, "retry": Retry(NoBackoff(), 1)}
+    return {"socket_timeout": TIMEOUT, "retry": quick_retry(asynchronous=asynchronous)}
 
 
 @pytest.fixture
@@ -99,7 +108,7 @@ def cluster_client(cluster_endpoint: Endpoint) -> Iterator[redis.cluster.RedisCl
 @pytest.fixture
 async def async_client(redis_endpoint: Endpoint) -> AsyncIterator[redis.asyncio.Redis]:
     """An async client of the standalone server (asyncio only)."""
-    client = redis.asyncio.Redis.from_url(redis_endpoint.url, **client_options())
+    client = redis.asyncio.Redis.from_url(redis_endpoint.url, **client_options(asynchronous=True))
     yield client
     await client.aclose()
 
@@ -109,7 +118,9 @@ async def async_cluster_client(
     cluster_endpoint: Endpoint,
 ) -> AsyncIterator[redis.asyncio.cluster.RedisCluster]:
     """An async cluster client (asyncio only)."""
-    client = redis.asyncio.cluster.RedisCluster.from_url(cluster_endpoint.url, **client_options())
+    client = redis.asyncio.cluster.RedisCluster.from_url(
+        cluster_endpoint.url, **client_options(asynchronous=True)
+    )
     yield client
     await client.aclose()
 

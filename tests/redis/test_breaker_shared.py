@@ -21,16 +21,14 @@ import pytest
 import redis
 import redis.asyncio
 import redis.cluster
-from redis.backoff import NoBackoff
 from redis.crc import key_slot
-from redis.retry import Retry
 
 import resilio
 from resilio import CircuitBreaker, CircuitOpenError, CircuitState
 from resilio._redis_breaker import RedisCircuitBreaker, breaker_keys
 from resilio.redis import RedisStore, RedisUnavailableError
 
-from .conftest import Endpoint
+from .conftest import Endpoint, quick_retry
 from .servers import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -349,9 +347,7 @@ def own_server() -> Iterator[RedisServer]:
 
 
 def quick_client(server: RedisServer) -> redis.Redis:
-    return redis.Redis(
-        host=server.host, port=server.port, socket_timeout=0.2, retry=Retry(NoBackoff(), 0)
-    )
+    return redis.Redis(host=server.host, port=server.port, socket_timeout=0.2, retry=quick_retry(0))
 
 
 def test_fails_closed_by_default(own_server: RedisServer) -> None:

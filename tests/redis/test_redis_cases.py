@@ -19,8 +19,6 @@ import anyio
 import pytest
 import redis
 import redis.asyncio
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from resilio import (
     FixedWindow,
@@ -32,7 +30,7 @@ from resilio import (
 )
 from resilio.redis import RedisStore, RedisUnavailableError
 
-from .conftest import Endpoint, client_options
+from .conftest import Endpoint, client_options, quick_retry
 from .servers import DelayProxy, RedisServer, free_port
 
 pytestmark = pytest.mark.anyio
@@ -129,7 +127,7 @@ def test_l4_acquire_survives_a_restart_sync(own_server: RedisServer, prefix: str
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_l4_acquire_survives_a_restart_async(own_server: RedisServer, prefix: str) -> None:
-    client = redis.asyncio.Redis.from_url(own_server.url, **client_options())
+    client = redis.asyncio.Redis.from_url(own_server.url, **client_options(asynchronous=True))
     store = RedisStore(client, prefix=prefix)
     try:
         for cls, options in ALL:
@@ -298,7 +296,7 @@ async def test_l11_a_slow_redis_does_not_block_the_loop(
     with DelayProxy(int(port), delay=0.1) as proxy:  # 200 ms per round trip
         client: Any
         if flavour == "async client":
-            client = redis.asyncio.Redis.from_url(proxy.url, **client_options())
+            client = redis.asyncio.Redis.from_url(proxy.url, **client_options(asynchronous=True))
         else:
             client = redis.Redis.from_url(proxy.url, **client_options())
         limiter = TokenBucket(rate=100, capacity=100, store=RedisStore(client, prefix=prefix))
@@ -385,7 +383,7 @@ def test_blocking_acquire_sleeps_without_a_connection_and_in_order(
 
 def dead_client(**options: Any) -> redis.Redis:
     """A client of a port nobody listens on."""
-    return redis.Redis(port=free_port(), socket_timeout=0.2, retry=Retry(NoBackoff(), 0), **options)
+    return redis.Redis(port=free_port(), socket_timeout=0.2, retry=quick_retry(0), **options)
 
 
 def test_fail_closed_raises_a_resilio_error_that_wraps_the_cause() -> None:
@@ -423,7 +421,9 @@ def test_fail_local_limits_in_memory() -> None:
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_fail_policies_on_an_async_client() -> None:
-    client = redis.asyncio.Redis(port=free_port(), socket_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    client = redis.asyncio.Redis(
+        port=free_port(), socket_timeout=0.2, retry=quick_retry(0, asynchronous=True)
+    )
     try:
         closed = TokenBucket(rate=1, store=RedisStore(client))
         with pytest.raises(RedisUnavailableError):
@@ -439,9 +439,7 @@ async def test_fail_policies_on_an_async_client() -> None:
 def test_a_frozen_redis_costs_one_timeout_then_recovers(
     own_server: RedisServer, prefix: str
 ) -> None:
-    with redis.Redis.from_url(
-        own_server.url, socket_timeout=0.2, retry=Retry(NoBackoff(), 0)
-    ) as client:
+    with redis.Redis.from_url(own_server.url, socket_timeout=0.2, retry=quick_retry(0)) as client:
         store = RedisStore(client, prefix=prefix, on_error="local", recovery_time=0.3)
         limiter = FixedWindow(limit=100, window=60.0, store=store)
         assert limiter.try_acquire("k").allowed

@@ -35,15 +35,13 @@ import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
 import redis.sentinel
-from redis.backoff import NoBackoff
 from redis.crc import key_slot
-from redis.retry import Retry
 
 from resilio import CircuitBreaker, CircuitOpenError, CircuitState, TokenBucket
 from resilio._redis_breaker import breaker_keys
 from resilio.redis import RedisStore, RedisUnavailableError
 
-from .conftest import client_options
+from .conftest import client_options, quick_retry
 from .servers import RedisCluster, RedisSentinel, RedisServer, wait_in_sync
 
 pytestmark = pytest.mark.anyio
@@ -133,7 +131,9 @@ async def test_cluster_manual_failover_keeps_every_count_async(
 ) -> None:
     master = cluster.owner(SLOT)
     replica = cluster.replica_of(master)
-    client = redis.asyncio.cluster.RedisCluster.from_url(cluster.url, **client_options())
+    client = redis.asyncio.cluster.RedisCluster.from_url(
+        cluster.url, **client_options(asynchronous=True)
+    )
     try:
         store = RedisStore(client, prefix=prefix)
         limit = hour_bucket(store, "limit")
@@ -217,12 +217,12 @@ def test_cluster_breaker_stays_open_through_a_manual_failover(
 # -- Cluster: a crashed master ----------------------------------------------------------
 
 
-def quick_options() -> dict[str, Any]:
+def quick_options(*, asynchronous: bool = False) -> dict[str, Any]:
     """The deployment guide's settings: short timeouts, one quick retry."""
     return {
         "socket_timeout": 0.25,
         "socket_connect_timeout": 0.25,
-        "retry": Retry(NoBackoff(), 1),
+        "retry": quick_retry(asynchronous=asynchronous),
     }
 
 
@@ -298,7 +298,9 @@ async def test_cluster_master_down_fails_closed_quickly_async(
 ) -> None:
     master = cluster.owner(SLOT)
     replica = cluster.replica_of(master)
-    client = redis.asyncio.cluster.RedisCluster.from_url(cluster.url, **quick_options())
+    client = redis.asyncio.cluster.RedisCluster.from_url(
+        cluster.url, **quick_options(asynchronous=True)
+    )
     try:
         store = RedisStore(client, prefix=prefix, recovery_time=0.05)
         limit = hour_bucket(store, "limit")
@@ -356,14 +358,13 @@ def test_sentinel_failover_resumes_on_the_new_master_without_over_admitting(
     )
     client = sentinel.master_for(
         RedisSentinel.service, socket_timeout=0.5, socket_connect_timeout=0.5,
-        retry=Retry(NoBackoff(), 1),
+        retry=quick_retry(),
     )  # fmt: skip
     admitted = outage = 0
     try:
         store = RedisStore(client, prefix=prefix, recovery_time=0.05)
         # A bucket far from empty, so that every decision through the failover writes.
         busy = hour_bucket(store, "busy", capacity=10_000)
-        old = sentinel_group.master()
         stop = threading.Event()
 
         def decide() -> None:
@@ -436,7 +437,9 @@ async def test_an_old_master_without_its_replicas_counts_as_unavailable_async(
     with RedisServer() as server:
         with server.admin() as admin:
             admin.config_set("min-replicas-to-write", 1)
-        client = redis.asyncio.Redis(host=server.host, port=server.port, **quick_options())
+        client = redis.asyncio.Redis(
+            host=server.host, port=server.port, **quick_options(asynchronous=True)
+        )
         try:
             closed = hour_bucket(RedisStore(client, prefix=prefix, recovery_time=0), "closed")
             with pytest.raises(RedisUnavailableError) as caught:

@@ -251,7 +251,10 @@ async def test_a_cross_slot_call_raises_as_it_is_and_leaves_the_store_up(
 
 async def test_a_cluster_with_no_reachable_node_applies_the_policy(prefix: str) -> None:
     client = redis.asyncio.cluster.RedisCluster(
-        host="127.0.0.1", port=free_port(), **client_options(), socket_connect_timeout=0.2
+        host="127.0.0.1",
+        port=free_port(),
+        **client_options(asynchronous=True),
+        socket_connect_timeout=0.2,
     )
     try:
         closed = SlidingWindowLog(limit=2, window=60.0, store=RedisStore(client, prefix=prefix))

@@ -318,7 +318,7 @@ def test_allof_of_redis_parts_decides_on_redis(sync_client: redis.Redis, prefix:
 async def test_a_limiter_on_an_async_client_refuses_sync_functions_at_decoration(
     redis_endpoint: Endpoint, prefix: str
 ) -> None:
-    client = redis.asyncio.Redis.from_url(redis_endpoint.url, **client_options())
+    client = redis.asyncio.Redis.from_url(redis_endpoint.url, **client_options(asynchronous=True))
     try:
         store = RedisStore(client, prefix=prefix)
         assert store.is_async
