@@ -64,14 +64,28 @@ class _Runtime:
         waits_enabled: When false, retry and limiter waits are skipped
             (the delays are still computed and reported).
         retries_enabled: When false, every retry policy makes one attempt.
+        version: Grows by one whenever any setting here or the set of global
+            event listeners changes.
     """
 
-    __slots__ = ("clock", "retries_enabled", "waits_enabled")
+    __slots__ = ("clock", "retries_enabled", "version", "waits_enabled")
 
     def __init__(self) -> None:
+        self.version = 0
         self.clock: Clock = SystemClock()
         self.waits_enabled = True
         self.retries_enabled = True
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # Every change counts, so the hottest paths can cache what they read here
+        # and look again only when `version` moved (see `changed`).
+        object.__setattr__(self, name, value)
+        if name != "version":
+            self.changed()
+
+    def changed(self) -> None:
+        """Count a change of a process-wide setting (the clock, global listeners...)."""
+        object.__setattr__(self, "version", self.version + 1)
 
 
 runtime = _Runtime()

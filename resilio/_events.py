@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ._clock import runtime
 from ._context import pipeline_var
 from ._core.retry import GiveUpReason
 from ._outcome import Outcome
@@ -150,6 +151,7 @@ def add_listener(listener: Listener, *, timings: bool = False) -> None:
     global_listeners = (*global_listeners, listener)
     if timings:
         timing_listeners = (*timing_listeners, listener)
+    runtime.changed()
 
 
 def remove_listener(listener: Listener) -> None:
@@ -163,6 +165,7 @@ def remove_listener(listener: Listener) -> None:
         timed = list(timing_listeners)
         timed.remove(listener)
         timing_listeners = tuple(timed)
+    runtime.changed()
 
 
 def validate_listeners(listeners: Iterable[Listener] | None) -> tuple[Listener, ...]:

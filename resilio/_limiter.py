@@ -570,13 +570,28 @@ def _inline_decisions(
     in a `MemoryStore`, with the store's bookkeeping (see `MemoryStore._bind`)
     inline: one Python frame and the algorithm's own, where the methods take
     three. The clock is read under the store's lock, so decisions are made in
-    the order their times were read.
+    the order their times were read. What the methods look up on every call
+    (the clock in effect, whether anybody listens) is looked up again only
+    when `runtime.version` says a global setting changed.
     """
     lock, table = store._bind(limit)
+    acquire, release = lock.acquire, lock.release
     fixed_clock, max_cost, listeners = limiter._clock, limiter._max_cost, limiter._listeners
     check_request = limiter._check_request
-    clock_seen, clock_changed = limiter._clock_seen, limiter._clock_changed
     countdown = 1  # operations until the next sweep: the first one sweeps
+    version = -1  # the runtime.version the settings below were read at
+    clock: Clock = fixed_clock or runtime.clock
+    system = emitting = False
+
+    def refresh() -> None:
+        nonlocal version, clock, system, emitting
+        seen = runtime.version  # read first and stored last: a change meanwhile is seen next time
+        clock = limiter._current_clock()
+        system = type(clock) is SystemClock
+        emitting = bool(listeners or _events.global_listeners)
+        version = seen
+
+    refresh()
 
     def inline(
         decide: Callable[[dict[str, Any], str, int, int], R], emit: Callable[[R, Clock, str], None]
@@ -587,14 +602,12 @@ def _inline_decisions(
                 cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= max_cost)
             ):
                 check_request(key, cost)
-            clock = fixed_clock or runtime.clock
-            if clock is not clock_seen[0]:
-                clock_changed(clock)
-            with lock:
-                if clock.__class__ is SystemClock:
-                    now = _monotonic_ns() // 1000
-                else:
-                    now = round(clock.now() * US)
+            if runtime.version != version:
+                refresh()
+            # The lock's own methods: a with statement costs twice as much (~75 ns more).
+            acquire()
+            try:
+                now = _monotonic_ns() // 1000 if system else round(clock.now() * US)
                 # MemoryStore._tick, written out.
                 if now < store._now:
                     now = store._now
@@ -604,7 +617,9 @@ def _inline_decisions(
                 if not countdown:
                     countdown = store._swept(now)
                 result = decide(table, key, now, cost)
-            if listeners or _events.global_listeners:
+            finally:
+                release()
+            if emitting:
                 emit(result, clock, key)
             return result
 

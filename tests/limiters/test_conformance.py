@@ -273,6 +273,24 @@ async def test_acquire_rejects_bad_timeouts(api: Api, make: Make) -> None:
         await api.acquire(limiter, "k", 1, -1.0)
 
 
+async def test_global_listeners_added_after_the_first_decisions_hear_the_next(
+    api: Api, make: Make
+) -> None:
+    from resilio._events import EventKind
+    from resilio.testing import capture_events
+
+    limiter = make(TokenBucket, rate=1, capacity=2, name="late")
+    assert await api.allow(limiter, "k")  # decided while nobody listened
+    with capture_events() as events:
+        assert not (await api.try_acquire(limiter, "k", 2)).allowed
+        assert await api.allow(limiter, "k")
+    assert not await api.allow(limiter, "k")  # after the listener went: not heard
+    assert [(e.kind, e.source) for e in events] == [
+        (EventKind.LIMITER_REJECTED, "late"),
+        (EventKind.LIMITER_ALLOWED, "late"),
+    ]
+
+
 async def test_events(make: Make, clock: FakeClock) -> None:
     from resilio._events import EventKind
 
