@@ -520,24 +520,25 @@ class SlidingWindowAlgorithm(Algorithm):
             current, previous = 0, state[1]
         else:
             current = previous = 0
-        weighted = previous * (window - elapsed)
         after = current + cost
-        # The tests of `evaluate` with the limit's products taken apart: the same
-        # answers with fewer operations on numbers that may pass 2**62.
-        if weighted <= (limit - after) * window:
-            table[key] = (index, after, previous)
-            return _new_tuple(
-                Decision,
-                (
-                    True,
-                    limit - after + -weighted // window,
-                    0.0,
-                    (2 * window - elapsed) / US,
-                    limit,
-                ),
-            )
+        # The tests of `evaluate` with the limit's products taken apart (the same
+        # answers with fewer operations on numbers that may pass 2**62), and the
+        # previous window weighed only when it counted anything.
+        if previous:
+            weighted = previous * (window - elapsed)
+            if weighted > (limit - after) * window:
+                return self._rejection(current, previous, elapsed, cost)
+            remaining = limit - after + -weighted // window
+        elif after > limit:
+            return self._rejection(current, previous, elapsed, cost)
+        else:
+            remaining = limit - after
+        table[key] = (index, after, previous)
+        return _new_tuple(Decision, (True, remaining, 0.0, (2 * window - elapsed) / US, limit))
+
+    def _rejection(self, current: int, previous: int, elapsed: int, cost: int) -> Decision:
         _, remaining, retry_us, reset_us = self._rejected(current, previous, elapsed, cost)
-        return _new_tuple(Decision, (False, remaining, retry_us / US, reset_us / US, limit))
+        return _new_tuple(Decision, (False, remaining, retry_us / US, reset_us / US, self.capacity))
 
     def admit_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> bool:
         """See `Algorithm.admit_in`."""
@@ -552,10 +553,14 @@ class SlidingWindowAlgorithm(Algorithm):
             current, previous = 0, state[1]
         else:
             current = previous = 0
-        if previous * (window - now % window) <= (self.capacity - current - cost) * window:
-            table[key] = (index, current + cost, previous)
-            return True
-        return False
+        current += cost
+        if previous:
+            if previous * (window - now % window) > (self.capacity - current) * window:
+                return False
+        elif current > self.capacity:
+            return False
+        table[key] = (index, current, previous)
+        return True
 
 
 class SlidingLog:
@@ -619,19 +624,9 @@ class SlidingLogAlgorithm(Algorithm):
 
     def commit(self, state: SlidingLog | None, now: int, cost: int) -> SlidingLog:
         """See `Algorithm.commit`."""
-        log = SlidingLog() if state is None else state
-        self._prune(log, now)
-        self._append(log, now, cost)
-        return log
-
-    def _append(self, log: SlidingLog, now: int, cost: int) -> None:
-        entries = log.entries
-        if entries and entries[-1][0] >= now:
-            stamp, used = entries.pop()
-            entries.append((stamp, used + cost))
-        else:
-            entries.append((now, cost))
-        log.total += cost
+        table = {} if state is None else {"": state}
+        self.admit_in(table, "", now, cost)  # evaluated before: the cost fits
+        return table[""]
 
     def rest(self, state: SlidingLog | None, now: int) -> tuple[int, int]:
         """See `Algorithm.rest`."""
@@ -644,31 +639,31 @@ class SlidingLogAlgorithm(Algorithm):
 
     def take_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> Decision:
         """See `Algorithm.take_in`."""
-        log = table.get(key)
-        if log is None:
-            log = table[key] = SlidingLog()
-        elif log.entries and log.entries[0][0] <= now - self.window:
-            self._prune(log, now)  # only when something expired: a call costs more than the test
-        total = log.total
-        if total + cost <= self.capacity:
-            self._append(log, now, cost)
+        if self.admit_in(table, key, now, cost):
             return _new_tuple(
-                Decision, (True, self.capacity - total - cost, 0.0, self.window / US, self.capacity)
+                Decision,
+                (True, self.capacity - table[key].total, 0.0, self.window / US, self.capacity),
             )
-        _, remaining, retry_us, reset_us = self.evaluate(log, now, cost)
+        _, remaining, retry_us, reset_us = self.evaluate(table[key], now, cost)
         return _new_tuple(Decision, (False, remaining, retry_us / US, reset_us / US, self.capacity))
 
     def admit_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> bool:
-        """See `Algorithm.admit_in`."""
+        """See `Algorithm.admit_in`; also how `commit` and `take_in` add to a log."""
         log = table.get(key)
         if log is None:
             log = table[key] = SlidingLog()
-        elif log.entries and log.entries[0][0] <= now - self.window:
-            self._prune(log, now)
-        if log.total + cost <= self.capacity:
-            self._append(log, now, cost)
-            return True
-        return False
+        entries = log.entries
+        if entries and entries[0][0] <= now - self.window:
+            self._prune(log, now)  # only when something expired: a call costs more than the test
+        if log.total + cost > self.capacity:
+            return False
+        if entries and entries[-1][0] >= now:  # the microsecond of the newest entry
+            stamp, used = entries[-1]
+            entries[-1] = (stamp, used + cost)
+        else:
+            entries.append((now, cost))
+        log.total += cost
+        return True
 
     def idle(self, state: SlidingLog, now: int) -> bool:
         """See `Algorithm.idle`."""
