@@ -40,6 +40,8 @@ def _resilio(algorithm: str, reject: bool) -> Any:
         return resilio.TokenBucket(rate=BUCKET_RATE, per=1.0, capacity=BUCKET_RATE)
     if algorithm == "fixed-window":
         return resilio.FixedWindow(limit=1 if reject else BIG, window=60.0)
+    if algorithm == "sliding-log":
+        return resilio.SlidingWindowLog(limit=1 if reject else BIG, window=60.0)
     return resilio.SlidingWindow(limit=1 if reject else BIG, window=60.0)
 
 
@@ -71,6 +73,7 @@ def limits_case(algorithm: str, reject: bool) -> Callable[[], Any]:
         kinds = {
             "fixed-window": strategies.FixedWindowRateLimiter,
             "sliding-window": strategies.SlidingWindowCounterRateLimiter,
+            "sliding-log": strategies.MovingWindowRateLimiter,
         }
         if algorithm not in kinds:
             raise Unavailable(f"limits has no {algorithm}")
@@ -91,6 +94,8 @@ def throttled_case(algorithm: str, reject: bool) -> Callable[[], Any]:
             "fixed-window": RateLimiterType.FIXED_WINDOW,
             "sliding-window": RateLimiterType.SLIDING_WINDOW,
         }
+        if algorithm not in kinds:
+            raise Unavailable(f"throttled-py has no {algorithm}")
         if algorithm == "token-bucket":
             quota = per_min(1, burst=1) if reject else per_sec(BUCKET_RATE, burst=BUCKET_RATE)
         else:
@@ -142,7 +147,10 @@ _ANCHORS: list[tuple[str, Callable[[str, bool], Callable[[], Any]]]] = [
     ("pyrate-limiter", pyrate_case),
     ("token-bucket", token_bucket_case),
 ]
-ALGORITHMS = ("token-bucket", "fixed-window", "sliding-window")
+# The leaky bucket is left out: on one key it admits at most one request per
+# microsecond, less than a loop of calls asks for. benchmarks/bench_limiters.py
+# times it on several keys.
+ALGORITHMS = ("token-bucket", "fixed-window", "sliding-window", "sliding-log")
 # Which resilio call returns what an anchor's decision returns (a bool, or a rich result).
 RESILIO_PEER_API = {
     "limits": "allow",
@@ -152,10 +160,39 @@ RESILIO_PEER_API = {
 }
 
 
+def _plain(key: str, cost: int) -> bool:
+    return True
+
+
+async def _plain_async(key: str, cost: int) -> bool:
+    return True
+
+
 def decision_cases(anchors: bool, path: str) -> list[Case]:
-    """Return one decision per call on one key: ``path`` is ``allow`` or ``reject``."""
+    """Return one decision per call on one key: ``path`` is ``allow`` or ``reject``.
+
+    A plain function of the same arguments is timed with them, the baseline of
+    the ratios to a plain call.
+    """
     reject = path == "reject"
-    cases = []
+    cases = [
+        Case(
+            f"{path}/plain",
+            "plain",
+            "sync",
+            lambda: _plain,
+            args=(KEY, 1),
+            setup="def plain(key, cost): return True",
+        ),
+        Case(
+            f"{path}/plain_async",
+            "plain",
+            "async",
+            lambda: _plain_async,
+            args=(KEY, 1),
+            setup="async def plain(key, cost): return True",
+        ),
+    ]
     for algorithm in ALGORITHMS:
         cases.extend(
             Case(
