@@ -117,12 +117,32 @@ def measure(rounds: int) -> list[tuple[str, str, str, float, float]]:
     return rows
 
 
+def markdown(rows: list[tuple[str, str, str, float, float]]) -> str:
+    """The table of docs/limiters/index.md: one row per algorithm, ns and ratio per cell."""
+    cells = {(name, path, api): f"{ns:.0f} ({ratio:.0f}x)" for name, path, api, ns, ratio in rows}
+    apis = ("try_acquire", "allow", "try_acquire_async")
+    lines = [
+        "| algorithm | " + " | ".join(f"`{api}` allowed / rejected" for api in apis) + " |",
+        "|---|" + "---|" * len(apis),
+    ]
+    for name in ALLOWING:
+        pairs = [f"{cells[name, 'allow', api]} / {cells[name, 'reject', api]}" for api in apis]
+        lines.append(f"| {name} | " + " | ".join(pairs) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="3 rounds instead of 15")
+    parser.add_argument("--markdown", action="store_true", help="the table the docs show")
     args = parser.parse_args()
     rows = measure(3 if args.quick else 15)
     print(f"# Python {sys.version.split()[0]}, {platform.machine()}, {platform.system()}")
+    if args.markdown:
+        sync, asynchronous = rows[-2][3], rows[-1][3]
+        print(f"# plain calls: f(key, 1) {sync:.0f} ns, await f(key, 1) {asynchronous:.0f} ns")
+        print(markdown(rows))
+        return
     print(f"| {'algorithm':<17} | {'path':<6} | {'call':<17} | {'ns/call':>7} | {'ratio':>5} |")
     print(f"|{'-' * 19}|{'-' * 8}|{'-' * 19}|{'-' * 9}|{'-' * 7}|")
     for name, path, api, ns, ratio in rows:

@@ -216,6 +216,11 @@ class _WindowLimiter(RateLimiter):
         count, window_us = _window_init(self._algorithm, limit_spec, limit, window)
         owner = type(self).__name__
         _exactly(owner, "the window", window_us, "use a shorter window")
+        if count >= _EXACT:
+            raise ValueError(
+                f"{owner}: a limit of {count} is 2**53 or more, beyond what limiters count "
+                "exactly (on Redis, in a double); lower it, or count in larger units (cost)"
+            )
         algorithm = self._algorithm(count, window_us, name or "")
         super().__init__(
             [algorithm], name=name, store=store, clock=clock, listeners=listeners, timeout=timeout
@@ -345,6 +350,13 @@ class AllOf(RateLimiter):
     ) -> None:
         if not parts:
             raise ValueError("AllOf needs at least one limit")
+        if algorithm is not None and not (
+            isinstance(algorithm, type) and issubclass(algorithm, (_BucketLimiter, _WindowLimiter))
+        ):
+            raise TypeError(
+                "algorithm= takes the limiter class that reads AllOf's limit strings, such as "
+                f"resilio.TokenBucket or resilio.SlidingWindow, got {algorithm!r}"
+            )
         factory = SlidingWindow if algorithm is None else algorithm
         limits: list[Algorithm] = []
         queued: list[int] = []

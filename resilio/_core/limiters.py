@@ -463,9 +463,9 @@ class SlidingWindowAlgorithm(Algorithm):
     def _rejected(self, current: int, previous: int, elapsed: int, cost: int) -> Verdict:
         """The verdict for a cost that does not fit, from the counts and time into the window."""
         window, limit = self.window, self.capacity
-        remaining = max(
-            0, (limit * window - previous * (window - elapsed) - current * window) // window
-        )
+        remaining = (limit * window - previous * (window - elapsed) - current * window) // window
+        if remaining < 0:
+            remaining = 0
         if current:
             reset = 2 * window - elapsed
         elif previous:
@@ -526,19 +526,24 @@ class SlidingWindowAlgorithm(Algorithm):
         # previous window weighed only when it counted anything.
         if previous:
             weighted = previous * (window - elapsed)
-            if weighted > (limit - after) * window:
-                return self._rejection(current, previous, elapsed, cost)
-            remaining = limit - after + -weighted // window
-        elif after > limit:
-            return self._rejection(current, previous, elapsed, cost)
+            fits = weighted <= (limit - after) * window
         else:
-            remaining = limit - after
-        table[key] = (index, after, previous)
-        return _new_tuple(Decision, (True, remaining, 0.0, (2 * window - elapsed) / US, limit))
-
-    def _rejection(self, current: int, previous: int, elapsed: int, cost: int) -> Decision:
+            weighted = 0
+            fits = after <= limit
+        if fits:
+            table[key] = (index, after, previous)
+            return _new_tuple(
+                Decision,
+                (
+                    True,
+                    limit - after + -weighted // window,
+                    0.0,
+                    (2 * window - elapsed) / US,
+                    limit,
+                ),
+            )
         _, remaining, retry_us, reset_us = self._rejected(current, previous, elapsed, cost)
-        return _new_tuple(Decision, (False, remaining, retry_us / US, reset_us / US, self.capacity))
+        return _new_tuple(Decision, (False, remaining, retry_us / US, reset_us / US, limit))
 
     def admit_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> bool:
         """See `Algorithm.admit_in`."""

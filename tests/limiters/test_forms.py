@@ -243,6 +243,8 @@ def test_limit_strings_in_constructors() -> None:
         (lambda: FixedWindow(limit=1, window=1.0).limit(cost=2), ValueError, "capacity"),
         (lambda: FixedWindow(limit=1, window=1.0).limit(key=3), TypeError, "key must be"),  # type: ignore[arg-type]
         (lambda: MemoryStore(sweep_every=0), ValueError, "sweep_every"),
+        (lambda: FixedWindow(limit=2**53, window=1.0), ValueError, "2\\*\\*53 or more"),
+        (lambda: AllOf("10/second", algorithm=int), TypeError, "algorithm= takes"),  # type: ignore[arg-type]
     ],
 )
 def test_bad_configuration_fails_at_once(build: Any, error: type[Exception], message: str) -> None:
