@@ -568,14 +568,24 @@ class SlidingWindowAlgorithm(Algorithm):
         return True
 
 
-class SlidingLog:
-    """The mutable state of a sliding log: (timestamp µs, cost) entries and their sum."""
+_NEVER: Final = 2**62  # a time (µs) no clock reaches
 
-    __slots__ = ("entries", "total")
+
+class SlidingLog:
+    """The mutable state of a sliding log.
+
+    Attributes:
+        entries: (timestamp µs, cost) of the admissions still counted, oldest first.
+        total: The sum of their costs.
+        expires: When the oldest entry leaves the window (µs); never while empty.
+    """
+
+    __slots__ = ("entries", "expires", "total")
 
     def __init__(self) -> None:
         self.entries: deque[tuple[int, int]] = deque()
         self.total = 0
+        self.expires = _NEVER
 
     def __repr__(self) -> str:
         return f"SlidingLog(total={self.total}, entries={list(self.entries)})"
@@ -585,8 +595,7 @@ class SlidingLogAlgorithm(Algorithm):
     """The exact sliding window: a log of admissions within the last window.
 
     An admission at time t counts while ``now < t + window``. Memory is one
-    entry per distinct admission time within the window, so at most ``limit``
-    entries per key.
+    entry per admission within the window, so at most ``limit`` entries per key.
     """
 
     __slots__ = ("window",)
@@ -609,6 +618,7 @@ class SlidingLogAlgorithm(Algorithm):
         horizon = now - self.window
         while entries and entries[0][0] <= horizon:
             log.total -= entries.popleft()[1]
+        log.expires = entries[0][0] + self.window if entries else _NEVER
 
     def evaluate(self, state: SlidingLog | None, now: int, cost: int) -> Verdict:
         """See `Algorithm.evaluate`."""
@@ -657,16 +667,14 @@ class SlidingLogAlgorithm(Algorithm):
         log = table.get(key)
         if log is None:
             log = table[key] = SlidingLog()
-        entries = log.entries
-        if entries and entries[0][0] <= now - self.window:
+        elif now >= log.expires:
             self._prune(log, now)  # only when something expired: a call costs more than the test
         if log.total + cost > self.capacity:
             return False
-        if entries and entries[-1][0] >= now:  # the microsecond of the newest entry
-            stamp, used = entries[-1]
-            entries[-1] = (stamp, used + cost)
-        else:
-            entries.append((now, cost))
+        entries = log.entries
+        if not entries:
+            log.expires = now + self.window
+        entries.append((now, cost))
         log.total += cost
         return True
 
