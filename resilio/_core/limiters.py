@@ -463,7 +463,8 @@ class SlidingWindowAlgorithm(Algorithm):
     def _rejected(self, current: int, previous: int, elapsed: int, cost: int) -> Verdict:
         """The verdict for a cost that does not fit, from the counts and time into the window."""
         window, limit = self.window, self.capacity
-        remaining = (limit * window - previous * (window - elapsed) - current * window) // window
+        # floor(limit - current - previous's weight), without the limit's products
+        remaining = limit - current + -(previous * (window - elapsed)) // window
         if remaining < 0:
             remaining = 0
         if current:
@@ -628,10 +629,15 @@ class SlidingLogAlgorithm(Algorithm):
         total = state.total
         if total + cost <= self.capacity:
             return True, self.capacity - total - cost, 0, self.window
-        reset = state.entries[-1][0] + self.window - now
+        return self._rejected(state, now, cost)
+
+    def _rejected(self, log: SlidingLog, now: int, cost: int) -> Verdict:
+        """The verdict for a cost that does not fit in ``log``, pruned at ``now``."""
+        total = log.total
+        reset = log.entries[-1][0] + self.window - now
         need = total + cost - self.capacity
         freed = 0
-        for stamp, used in state.entries:  # pragma: no branch - need <= total
+        for stamp, used in log.entries:  # pragma: no branch - need <= total
             freed += used
             if freed >= need:
                 return False, self.capacity - total, stamp + self.window - now, reset
@@ -659,7 +665,8 @@ class SlidingLogAlgorithm(Algorithm):
                 Decision,
                 (True, self.capacity - table[key].total, 0.0, self.window / US, self.capacity),
             )
-        _, remaining, retry_us, reset_us = self.evaluate(table[key], now, cost)
+        # admit_in pruned the log: what is left counts.
+        _, remaining, retry_us, reset_us = self._rejected(table[key], now, cost)
         return _new_tuple(Decision, (False, remaining, retry_us / US, reset_us / US, self.capacity))
 
     def admit_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> bool:
