@@ -576,12 +576,12 @@ def _inline_decisions(
     """
     lock, table = store._bind(limit)
     acquire, release = lock.acquire, lock.release
-    fixed_clock, max_cost, listeners = limiter._clock, limiter._max_cost, limiter._listeners
+    max_cost, listeners = limiter._max_cost, limiter._listeners
     check_request = limiter._check_request
     countdown = 1  # operations until the next sweep: the first one sweeps
-    version = -1  # the runtime.version the settings below were read at
-    clock: Clock = fixed_clock or runtime.clock
-    system = emitting = False
+    # What refresh() reads: the runtime.version it read them at, the clock in
+    # effect, whether that is the system clock, whether anybody listens.
+    version, clock, system, emitting = -1, runtime.clock, False, False
 
     def refresh() -> None:
         nonlocal version, clock, system, emitting
