@@ -2,7 +2,11 @@
 
 A test asks for ``api`` (sync or async calls, behind one async interface) and
 ``make`` (a limiter factory bound to the parametrized store and a fake
-clock). The Redis store adds itself by extending ``STORES``.
+clock), or for ``store`` itself. Here the stores are the in-process ones of
+``STORES``. Redis does not register in ``STORES``: tests/redis/ imports the
+conformance and waiting tests (test_redis_conformance.py,
+test_redis_waiting.py), and its own conftest binds ``store`` and ``make`` to
+Redis stores, standalone and cluster, sync and async clients.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ class ProxyStore:
         self.inner.reset(limits, key)
 
 
-# name -> factory of a fresh, empty store. Other stores register here.
+# name -> factory of a fresh, empty in-process store (Redis: see the module docstring).
 STORES: dict[str, Callable[[], Store]] = {"memory": MemoryStore, "proxy": ProxyStore}
 
 

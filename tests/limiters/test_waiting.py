@@ -1,4 +1,8 @@
-"""FIFO waiting: order, no barging, timeouts, cancellation, threads and tasks together."""
+"""FIFO waiting: order, no barging, timeouts, cancellation, threads and tasks together.
+
+The async tests call only the limiters' async methods, so that
+tests/redis/test_redis_waiting.py can run them on async Redis clients too.
+"""
 
 from __future__ import annotations
 
@@ -66,6 +70,14 @@ async def wait_until(predicate: Callable[[], bool]) -> None:
             await anyio.sleep(0.001)
 
 
+def wait_for(predicate: Callable[[], bool]) -> None:
+    """Block until ``predicate`` holds (set by another thread), for at most 5 s."""
+    deadline = time.monotonic() + 5
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for the other threads"
+        time.sleep(0.001)
+
+
 async def test_async_waiters_are_admitted_in_arrival_order(store: Store) -> None:
     clock = FakeClock(start=50.0)
     limiter = TokenBucket(rate=10, per=1.0, capacity=1, store=store, clock=clock)
@@ -78,9 +90,9 @@ async def test_async_waiters_are_admitted_in_arrival_order(store: Store) -> None
     async with anyio.create_task_group() as tg:
         for i in range(20):
             tg.start_soon(worker, i)
-            # Let the task reach its place in line before the next one starts.
-            for _ in range(3):
-                await anyio.lowlevel.checkpoint()
+            # Let the task reach its place (admitted, or in line) before the next one
+            # starts: on a store across the network its first decision takes a round trip.
+            await wait_until(lambda: len(order) + queued(limiter) == i + 1)  # noqa: B023
     assert [i for i, _ in order] == list(range(20))
     times = [t for _, t in order]
     assert all(b - a == pytest.approx(0.1) for a, b in pairwise(times))
@@ -118,7 +130,7 @@ def test_threads_are_admitted_in_arrival_order(store: Store) -> None:
 async def test_newcomers_do_not_barge_past_waiters(store: Store) -> None:
     clock = ManualClock()
     limiter = TokenBucket(rate=10, per=1.0, capacity=5, store=store, clock=clock)
-    assert limiter.try_acquire("k", 5).allowed
+    assert (await limiter.try_acquire_async("k", 5)).allowed
     clock.advance(0.2)  # two tokens back: enough for a small request, not for 5
     results: list[str] = []
 
@@ -131,7 +143,7 @@ async def test_newcomers_do_not_barge_past_waiters(store: Store) -> None:
         await wait_until(lambda: clock.sleepers == 1)
         with pytest.raises(RateLimitExceeded) as caught:
             await limiter.acquire_async("k", 1, 0)
-        assert limiter.peek("k", 1).allowed  # try_acquire would have admitted it
+        assert (await limiter.peek_async("k", 1)).allowed  # try_acquire would have admitted it
         # The estimate covers the line: 3 more tokens for the big request ahead.
         assert caught.value.retry_after == pytest.approx(0.3)
         clock.advance(0.3)
@@ -141,7 +153,7 @@ async def test_newcomers_do_not_barge_past_waiters(store: Store) -> None:
 async def test_cancelled_waiters_consume_nothing_and_wake_the_next(store: Store) -> None:
     clock = ManualClock()
     limiter = TokenBucket(rate=10, per=1.0, capacity=1, store=store, clock=clock)
-    assert limiter.try_acquire("k").allowed
+    assert (await limiter.try_acquire_async("k")).allowed
     admitted: list[str] = []
 
     async def waiter(name: str) -> None:
@@ -162,7 +174,7 @@ async def test_cancelled_waiters_consume_nothing_and_wake_the_next(store: Store)
             head_group.cancel_scope.cancel()
         # The last waiter is now the head, sleeping for the token nobody took.
         await wait_until(lambda: clock.sleepers == 1)
-        before = limiter.peek("k")
+        before = await limiter.peek_async("k")
         assert not before.allowed
         clock.advance(0.1)
     assert admitted == ["last"]
@@ -172,7 +184,7 @@ async def test_cancelled_waiters_consume_nothing_and_wake_the_next(store: Store)
 async def test_a_timed_out_waiter_does_not_block_those_behind(store: Store) -> None:
     clock = ManualClock()
     limiter = TokenBucket(rate=10, per=1.0, capacity=5, store=store, clock=clock)
-    assert limiter.try_acquire("k", 5).allowed
+    assert (await limiter.try_acquire_async("k", 5)).allowed
     outcomes: dict[str, Any] = {}
 
     async def waiter(name: str, cost: int, patience: float | None) -> None:
@@ -195,6 +207,43 @@ async def test_a_timed_out_waiter_does_not_block_those_behind(store: Store) -> N
     assert outcomes["head"] == pytest.approx(0.5)
     assert isinstance(outcomes["impatient"], RateLimitExceeded)
     # The impatient waiter took nothing: the patient one got the next token.
+    assert outcomes["patient"] == pytest.approx(0.6)
+    assert queued(limiter) == 0
+
+
+def test_a_timed_out_waiting_thread_does_not_block_those_behind(store: Store) -> None:
+    clock = ManualClock()
+    limiter = TokenBucket(rate=10, per=1.0, capacity=5, store=store, clock=clock)
+    assert limiter.try_acquire("k", 5).allowed
+    outcomes: dict[str, Any] = {}
+
+    def waiter(name: str, cost: int, patience: float | None) -> None:
+        try:
+            limiter.acquire("k", cost, patience)
+            outcomes[name] = clock.now()
+        except RateLimitExceeded as exc:
+            outcomes[name] = exc
+
+    threads: list[threading.Thread] = []
+    for name, cost, patience, arrived in (
+        ("head", 5, None, lambda: clock.sleepers == 1),
+        ("impatient", 1, 0.2, lambda: queued(limiter) == 2),
+        ("patient", 1, None, lambda: queued(limiter) == 3),
+    ):
+        threads.append(threading.Thread(target=waiter, args=(name, cost, patience)))
+        threads[-1].start()
+        wait_for(arrived)
+    clock.advance(0.5)  # the head's five tokens are back; the impatient one's 0.2 s are up
+    wait_for(lambda: len(outcomes) == 2 and clock.sleepers == 1)
+    # The patient thread is the head now, sleeping for its token: the impatient one is gone.
+    assert queued(limiter) == 1
+    clock.advance(0.1)
+    for thread in threads:
+        thread.join(5)
+        assert not thread.is_alive()
+    assert outcomes["head"] == pytest.approx(0.5)
+    assert isinstance(outcomes["impatient"], RateLimitExceeded)
+    # The impatient thread took nothing: the patient one got the next token.
     assert outcomes["patient"] == pytest.approx(0.6)
     assert queued(limiter) == 0
 
@@ -227,7 +276,7 @@ def test_thread_and_task_share_one_line(store: Store, backend: str) -> None:
 async def test_leaky_bucket_queue_is_bounded(store: Store) -> None:
     clock = ManualClock()
     limiter = LeakyBucket(rate=10, per=1.0, capacity=2, store=store, clock=clock)
-    assert limiter.try_acquire("k").allowed
+    assert (await limiter.try_acquire_async("k")).allowed
     admitted: list[int] = []
 
     async def waiter(i: int) -> None:

@@ -9,7 +9,9 @@ saying how to get one: they never skip.
 Tests that ask for ``store`` run on four stores: a standalone and a cluster
 client, each sync and async. With an ``api`` (the limiter's sync or async
 methods) and an anyio backend, only the combinations that exist are made:
-an async client serves only the async methods, on asyncio.
+an async client serves only the async methods, on asyncio. A test without
+``api`` runs on the sync clients only, unless it is marked ``async_api``
+(it calls only async methods): then on the async clients too.
 """
 
 from __future__ import annotations
@@ -133,12 +135,20 @@ CLIENT_FIXTURES = {
 }
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``async_api`` marker."""
+    config.addinivalue_line(
+        "markers", "async_api: the test calls only async limiter methods: run it on async clients"
+    )
+
+
 @pytest.hookimpl(tryfirst=True)  # before fixture params, so these replace anyio_backend's
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrize ``store`` (with ``api``, ``anyio_backend``) over the combinations that exist."""
     names = metafunc.fixturenames
     if "store_kind" not in names:
         return
+    async_api = metafunc.definition.get_closest_marker("async_api") is not None
     argnames = ["store_kind"]
     if "api" in names:
         argnames.append("api")
@@ -148,7 +158,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     for kind in SYNC_KINDS + ASYNC_KINDS:
         is_async = kind in ASYNC_KINDS
         flavours = ["sync", "async"] if "api" in names else [None]
-        if is_async and "api" not in names:
+        if is_async and "api" not in names and not async_api:
             continue  # the test calls the sync methods, which an async client cannot serve
         for flavour in flavours:
             if is_async and flavour == "sync":

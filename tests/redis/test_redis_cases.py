@@ -11,7 +11,8 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,11 @@ import anyio
 import pytest
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 
 from resilio import (
+    AllOf,
     FixedWindow,
     LeakyBucket,
     RateLimiter,
@@ -30,7 +34,8 @@ from resilio import (
 )
 from resilio.redis import RedisStore, RedisUnavailableError
 
-from .conftest import Endpoint, client_options, quick_retry
+from ..limiters.test_waiting import queued, wait_until
+from .conftest import ASYNC_KINDS, Endpoint, client_options, quick_retry
 from .servers import DelayProxy, RedisServer, free_port
 
 pytestmark = pytest.mark.anyio
@@ -143,36 +148,60 @@ async def test_l4_acquire_survives_a_restart_async(own_server: RedisServer, pref
 
 
 class Monitor:
-    """Every command the server runs (MONITOR), read by a thread of its own."""
+    """Every command a server runs (MONITOR), read by a thread of its own.
 
-    def __init__(self, port: int) -> None:
-        self._sock = socket.create_connection(("127.0.0.1", port))
+    It returns once the server confirmed MONITOR, so no later command is
+    missed, and `close` returns once a marker sent after the commands of the
+    test came through, so none of them is missed either.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self._address = (host, port)
+        self._sock = socket.create_connection(self._address, timeout=5)
         self._sock.sendall(b"MONITOR\r\n")
         self._data = bytearray()
+        while not self._data.startswith(b"+OK\r\n"):
+            chunk = self._sock.recv(65536)
+            assert chunk, "the server closed the MONITOR connection"
+            self._data += chunk
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
-        while chunk := self._sock.recv(65536):
-            self._data += chunk
+        try:
+            while chunk := self._sock.recv(65536):
+                self._data += chunk
+        except OSError:  # closed by `close`
+            pass
 
     def close(self) -> str:
-        time.sleep(0.05)  # let the last commands arrive
+        marker = f"monitor-end-{uuid.uuid4().hex}"
+        host, port = self._address
+        with redis.Redis(host=host, port=port, socket_timeout=2.0) as admin:
+            admin.echo(marker)
+        deadline = time.monotonic() + 5
+        while marker.encode() not in self._data:
+            assert time.monotonic() < deadline, "MONITOR never showed the end marker"
+            time.sleep(0.005)
         self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
         self._thread.join(5)
         return self._data.decode(errors="replace")
 
 
+def monitors(client: Any) -> list[Monitor]:
+    """A MONITOR on every master the client talks to (one, or each of a cluster's)."""
+    if isinstance(client, (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)):
+        return [Monitor(node.host, node.port) for node in client.get_primaries()]
+    options = client.connection_pool.connection_kwargs
+    return [Monitor(options["host"], options["port"])]
+
+
 EXPIRY = re.compile(r'"(?:PX|PEXPIRE"\s+"[^"]*|EX|EXPIRE"\s+"[^"]*)"\s+"(-?\d+)"', re.IGNORECASE)
 
 
-def test_l13_token_bucket_with_a_short_window(
-    redis_endpoint: Endpoint, sync_client: redis.Redis, prefix: str
-) -> None:
-    if redis_endpoint.server is None:
-        pytest.fail("L13 reads the server's MONITOR stream: run it on a server the tests start")
-    monitor = Monitor(redis_endpoint.server.port)  # type: ignore[union-attr]
+def test_l13_token_bucket_with_a_short_window(sync_client: redis.Redis, prefix: str) -> None:
+    [monitor] = monitors(sync_client)
     limiter = TokenBucket(
         rate=100, per=1.0, capacity=10, store=RedisStore(sync_client, prefix=prefix)
     )
@@ -183,6 +212,84 @@ def test_l13_token_bucket_with_a_short_window(
     # The bucket was never deleted by a zero expiry: about 10 + 100/s were admitted.
     assert abs(admitted - (10 + 100 * elapsed)) <= 3, (admitted, elapsed)
     expiries = [int(value) for value in EXPIRY.findall(log)]
+    assert len(expiries) >= admitted
+    assert min(expiries) > 0
+
+
+# Case L13 for every algorithm: short windows (a TTL of a few ms, or below one
+# near a window's end) and what each admits at most over `elapsed` seconds: a
+# key deleted by an expiry <= 0 would start afresh and admit more.
+SHORT: list[tuple[str, Callable[..., RateLimiter], Callable[[float], float]]] = [
+    (
+        "TokenBucket",
+        lambda **kw: TokenBucket(rate=100, per=1.0, capacity=10, **kw),
+        lambda elapsed: 10 + 100 * elapsed,
+    ),
+    (
+        "LeakyBucket",
+        lambda **kw: LeakyBucket(rate=100, per=1.0, capacity=10, **kw),
+        lambda elapsed: 10 + 100 * elapsed,
+    ),
+    (
+        "FixedWindow",
+        lambda **kw: FixedWindow(limit=5, window=0.05, **kw),
+        lambda elapsed: 5 * (elapsed / 0.05 + 2),  # aligned: a window begun before the start
+    ),
+    (
+        "SlidingWindow",
+        lambda **kw: SlidingWindow(limit=5, window=0.05, **kw),
+        lambda elapsed: 5 * (elapsed / 0.05 + 2),  # the previous window counts in part
+    ),
+    (
+        "SlidingWindowLog",
+        lambda **kw: SlidingWindowLog(limit=5, window=0.05, **kw),
+        lambda elapsed: 5 * (elapsed / 0.05 + 1),
+    ),
+    (
+        "AllOf",
+        lambda **kw: AllOf(
+            TokenBucket(rate=100, per=1.0, capacity=10),
+            FixedWindow(limit=8, window=0.05),
+            SlidingWindowLog(limit=6, window=0.05),
+            **kw,
+        ),
+        lambda elapsed: 6 * (elapsed / 0.05 + 1),
+    ),
+]
+SHORT_IDS = [name for name, _, _ in SHORT]
+
+
+@pytest.fixture
+def client(kind: str, client_for: Callable[[str], Any]) -> Any:
+    """The client of the parametrized ``kind``, got at setup, where async fixtures can run."""
+    return client_for(kind)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("kind", ["redis", "cluster", "redis-async", "cluster-async"])
+@pytest.mark.parametrize(("name", "factory", "most"), SHORT, ids=SHORT_IDS)
+async def test_l13_no_command_sets_an_expiry_of_zero_or_less(
+    client: Any,
+    prefix: str,
+    kind: str,
+    name: str,
+    factory: Callable[..., RateLimiter],
+    most: Callable[[float], float],
+) -> None:
+    limiter = factory(store=RedisStore(client, prefix=prefix))
+    if isinstance(client, redis.asyncio.cluster.RedisCluster):
+        await client.initialize()  # learn the nodes, to watch them all
+    watching = monitors(client)
+    start = time.monotonic()
+    if kind in ASYNC_KINDS:
+        admitted = sum([await limiter.allow_async("k") for _ in range(500)])
+    else:
+        admitted = sum(limiter.allow("k") for _ in range(500))
+    elapsed = time.monotonic() - start
+    log = "".join(monitor.close() for monitor in watching)
+    assert 0 < admitted <= most(elapsed), (admitted, elapsed)
+    expiries = [int(value) for value in EXPIRY.findall(log)]
+    # Each admission writes every key of its limits, each with an expiry.
     assert len(expiries) >= admitted
     assert min(expiries) > 0
 
@@ -376,6 +483,88 @@ def test_blocking_acquire_sleeps_without_a_connection_and_in_order(
     assert order == [0, 1, 2, 3]
     # One try on arrival and about one per admission: sleeping, not polling.
     assert after - before <= 4 * 3, after - before
+
+
+async def script_calls(client: Any) -> int:
+    """EVALSHA and EVAL calls the server (every master of a cluster) has run so far."""
+    if isinstance(client, redis.asyncio.cluster.RedisCluster):
+        by_node = await client.info(
+            "commandstats", target_nodes=redis.asyncio.cluster.RedisCluster.PRIMARIES
+        )
+        infos = list(by_node.values())
+    else:
+        infos = [await client.info("commandstats")]
+    return sum(
+        int(stats.get("calls", 0))
+        for info in infos
+        for name, stats in info.items()
+        if name in ("cmdstat_evalsha", "cmdstat_eval")
+    )
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("kind", ["redis-async", "cluster-async"])
+async def test_async_blocking_acquire_sleeps_without_a_connection_and_in_order(
+    redis_endpoint: Endpoint,
+    cluster_endpoint: Endpoint,
+    client: Any,
+    prefix: str,
+    kind: str,
+) -> None:
+    """Async waiters on a client with one connection (per node): it stays free while they sleep."""
+    admin = client  # counts the scripts run, on connections of its own
+    single: Any
+    if kind == "redis-async":
+        # A caller finding the one connection taken waits for it up to 0.1 s, half a sleep.
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            redis_endpoint.url, max_connections=1, timeout=0.1, socket_timeout=2.0
+        )
+        single = redis.asyncio.Redis.from_pool(pool)  # which aclose() then closes
+    else:
+        # One connection per node; a caller finding it taken fails at once.
+        single = redis.asyncio.cluster.RedisCluster.from_url(
+            cluster_endpoint.url, max_connections=1, **client_options(asynchronous=True)
+        )
+    limiter = TokenBucket(rate=5, capacity=1, store=RedisStore(single, prefix=prefix))
+    probe_key = f"{prefix}{{k}}:probe"  # the slot, so the node, of the limiter's key
+
+    async def probe() -> None:
+        # A round trip of the limiter may be on the wire for a moment: try again
+        # for 50 ms, a quarter of the sleep that a held connection would block.
+        for _ in range(5):
+            try:
+                await single.exists(probe_key)
+                return
+            except redis.exceptions.MaxConnectionsError:
+                await anyio.sleep(0.01)
+        pytest.fail("the only connection stayed taken while the waiters slept")
+
+    try:
+        start = time.monotonic()
+        assert (await limiter.try_acquire_async("k")).allowed  # and the script is cached
+        before = await script_calls(admin)
+        order: list[int] = []
+
+        async def waiter(number: int) -> None:
+            await limiter.acquire_async("k", timeout=5.0)
+            order.append(number)
+
+        async with anyio.create_task_group() as tasks:
+            for number in range(4):
+                tasks.start_soon(waiter, number)
+                # Arrive in order: each one is in line (or through) before the next starts.
+                await wait_until(lambda: len(order) + queued(limiter) == number + 1)  # noqa: B023
+            # While they wait, the only connection is free: nobody holds it.
+            await probe()
+        elapsed = time.monotonic() - start
+        after = await script_calls(admin)
+    finally:
+        await single.aclose()
+    assert order == [0, 1, 2, 3]
+    assert elapsed >= 4 * 0.2 - 0.01  # one token per 200 ms: they really waited
+    # For each waiter one try on arrival, one as the head and one after its sleep:
+    # sleeping, not polling.
+    assert 4 * 2 <= after - before <= 4 * 3, after - before
 
 
 # -- the failure policy --------------------------------------------------------------------
