@@ -29,7 +29,7 @@ from ._core.limiters import (
 from ._errors import RateLimitExceeded
 from ._events import Event, EventKind, Listener, emit, validate_listeners
 from ._strategy import Strategy
-from ._waiting import Lines, TaskWaiter, ThreadWaiter
+from ._waiting import TaskWaiter, ThreadWaiter, lines_for
 from .stores import MemoryStore, Store
 
 __all__ = ["LimitedCall", "RateLimiter"]
@@ -178,7 +178,7 @@ class RateLimiter(Strategy):
         self._timeout = timeout
         self._max_cost = min(limit.capacity for limit in self._limits)
         self._max_queued = max_queued
-        self._lines = Lines()
+        self._lines = lines_for(self._store, self.name)
         # Exactly a MemoryStore (a subclass may do anything): it never blocks, so
         # the async forms may call it directly.
         store = self._store

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable
 
 import anyio
 
-__all__ = ["Line", "Lines", "TaskWaiter", "ThreadWaiter", "Waiter"]
+__all__ = ["Line", "Lines", "TaskWaiter", "ThreadWaiter", "Waiter", "lines_for"]
 
 
 class Waiter:
@@ -171,3 +172,26 @@ class Lines:
             )
         for waiter in expired:
             waiter.wake()
+
+
+_shared: weakref.WeakKeyDictionary[object, dict[str, Lines]] = weakref.WeakKeyDictionary()
+_shared_lock = threading.Lock()
+
+
+def lines_for(store: object, name: str) -> Lines:
+    """The lines of every limiter named ``name`` on ``store`` in this process.
+
+    Limiters with one name on one store share their state, so their callers
+    wait in one FIFO line per key, however many limiter objects there are. A
+    store that cannot be weakly referenced gets no registry: each limiter on
+    it then has lines of its own.
+    """
+    with _shared_lock:
+        try:
+            by_name = _shared.setdefault(store, {})
+        except TypeError:
+            return Lines()
+        lines = by_name.get(name)
+        if lines is None:
+            lines = by_name[name] = Lines()
+        return lines

@@ -243,6 +243,7 @@ class RedisStore:
     """
 
     __slots__ = (
+        "__weakref__",  # limiters on one store share their waiting lines (resilio._waiting)
         "_async",
         "_client",
         "_down_until",

@@ -102,7 +102,7 @@ class MemoryStore:
         sweep_every: The least number of operations between two sweeps.
     """
 
-    __slots__ = ("_lock", "_next_sweep", "_now", "_ops", "_sweep_every", "_tables")
+    __slots__ = ("__weakref__", "_lock", "_next_sweep", "_now", "_ops", "_sweep_every", "_tables")
 
     def __init__(self, *, sweep_every: int = 1024) -> None:
         if isinstance(sweep_every, bool) or not isinstance(sweep_every, int) or sweep_every < 1:
