@@ -127,6 +127,45 @@ async def _async(
     return samples, throughput
 
 
+# Memory: what one key's state takes on the server, by MEMORY USAGE, for a user
+# key of 30 characters; the sliding log also when its window is full.
+MEMORY_KEY = "user:" + "x" * 25
+MEMORY_CASES: dict[str, tuple[str, dict[str, Any], int]] = {
+    "TokenBucket(rate=10, capacity=20)": ("TokenBucket", {"rate": 10, "capacity": 20}, 1),
+    "LeakyBucket(rate=10, capacity=20)": ("LeakyBucket", {"rate": 10, "capacity": 20}, 1),
+    "FixedWindow(100/minute)": ("FixedWindow", {"limit": 100, "window": 60.0}, 1),
+    "SlidingWindow(100/minute)": ("SlidingWindow", {"limit": 100, "window": 60.0}, 1),
+    "SlidingWindowLog(1000/minute), 1 admission": (
+        "SlidingWindowLog", {"limit": 1000, "window": 60.0}, 1,
+    ),
+    "SlidingWindowLog(1000/minute), full": (
+        "SlidingWindowLog", {"limit": 1000, "window": 60.0}, 1000,
+    ),
+}  # fmt: skip
+
+
+def _memory(url: str) -> dict[str, int]:
+    """Bytes on the server (every key of the state, by MEMORY USAGE) per limiter key."""
+    import uuid
+
+    import redis
+
+    import resilio
+    from resilio.redis import RedisStore
+
+    sizes = {}
+    with redis.Redis.from_url(url, socket_timeout=2.0) as client:
+        for label, (kind, options, decisions) in MEMORY_CASES.items():
+            prefix = f"bench-memory:{uuid.uuid4().hex[:8]}:"
+            limiter = getattr(resilio, kind)(**options, store=RedisStore(client, prefix=prefix))
+            for _ in range(decisions):
+                assert limiter.try_acquire(MEMORY_KEY).allowed
+            keys = list(client.scan_iter(match=f"{prefix}*"))
+            sizes[label] = sum(client.memory_usage(key, samples=0) or 0 for key in keys)
+            client.delete(*keys)
+    return sizes
+
+
 def redis_benchmarks(calls: int, rounds: int) -> dict[str, Any]:
     """Run every Redis measurement against ``REDIS_URL`` or a redis-server started here."""
     sys.path.insert(0, str(ROOT))
@@ -145,6 +184,7 @@ def redis_benchmarks(calls: int, rounds: int) -> dict[str, Any]:
             version = probe.info("server")["redis_version"]
         sync = _sync(url, calls, rounds)
         async_, throughput = asyncio.run(_async(url, calls, rounds))
+        memory = _memory(url)
     finally:
         if server is not None:
             server.close()
@@ -156,4 +196,5 @@ def redis_benchmarks(calls: int, rounds: int) -> dict[str, Any]:
         "async": async_,
         "throughput": {label: statistics.median(v) for label, v in throughput.items()},
         "throughput_samples": throughput,
+        "memory": memory,
     }
