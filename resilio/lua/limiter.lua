@@ -243,7 +243,7 @@ local function evaluate(kind, key, total_key, p1, p2, now, cost, rest)
       end
       live = total
     end
-    if live + cost <= limit then
+    if cost <= limit - live then
       local rest_remaining, rest_reset = limit, 0
       if rest and #stamps > 0 then
         rest_remaining = limit - live
@@ -252,7 +252,8 @@ local function evaluate(kind, key, total_key, p1, p2, now, cost, rest)
       return 1, limit - live - cost, 0, window, rest_remaining, rest_reset, expired, live + cost
     end
     local reset = tonumber(redis.call('LINDEX', key, -2)) + window - now
-    local need = live + cost - limit
+    -- What must leave the window, as cost minus the room left: live + cost may pass 2^53.
+    local need = cost - (limit - live)
     local freed = 0
     local j = 1
     local offset = 2 * (expired + #stamps)

@@ -49,3 +49,20 @@ def test_the_largest_limit_decides_exactly_on_redis(
         else:
             assert isinstance(step, int)
             assert remote.try_acquire("k", cost=step) == local.try_acquire("k", cost=step), step
+
+
+@pytest.mark.parametrize("admitted", [1, 2, 3, 4, 5])
+def test_a_sliding_log_near_its_largest_limit_times_a_huge_request_exactly(
+    admitted: int, sync_client: redis.Redis, prefix: str
+) -> None:
+    # Admitted units plus a request of the whole limit pass 2**53: in a double the
+    # units to free rounded, so Redis answered too early or ran off the end of its log.
+    clock = FakeClock(start=1_000.0)
+    store = RedisStore(sync_client, prefix=prefix, time_source="caller")
+    remote = SlidingWindowLog(limit=LARGEST, window=60.0, store=store, clock=clock)
+    local = SlidingWindowLog(limit=LARGEST, window=60.0, clock=clock)
+    for _ in range(admitted):
+        assert remote.try_acquire("k") == local.try_acquire("k")
+        clock.advance(10.0)
+    assert remote.try_acquire("k", LARGEST) == local.try_acquire("k", LARGEST)
+    assert remote.peek("k", LARGEST - 1) == local.peek("k", LARGEST - 1)
