@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -128,8 +129,10 @@ class Event:
 
 Listener = Callable[[Event], object]
 
-# Process-wide listeners. Tuples, replaced on change, so readers never lock.
+# Process-wide listeners. Tuples, replaced on change, so readers never lock;
+# writers do, so that two changes at once both count.
 global_listeners: tuple[Listener, ...] = ()
+_changing = threading.Lock()
 # The subset that also hears ATTEMPT and CALL. Timing attempts costs clock readings
 # on every call, so retry policies pay it only while this is not empty.
 timing_listeners: tuple[Listener, ...] = ()
@@ -148,24 +151,26 @@ def add_listener(listener: Listener, *, timings: bool = False) -> None:
     global global_listeners, timing_listeners
     if not callable(listener):
         raise TypeError(f"a listener must be callable, got {listener!r}")
-    global_listeners = (*global_listeners, listener)
-    if timings:
-        timing_listeners = (*timing_listeners, listener)
-    runtime.changed()
+    with _changing:
+        global_listeners = (*global_listeners, listener)
+        if timings:
+            timing_listeners = (*timing_listeners, listener)
+        runtime.changed()
 
 
 def remove_listener(listener: Listener) -> None:
     """Unregister a listener added with `add_listener`; unknown ones raise ValueError."""
     global global_listeners, timing_listeners
-    items = list(global_listeners)
-    items.remove(listener)
-    global_listeners = tuple(items)
-    # A listener added twice, once with timings, keeps them until its last removal.
-    if timing_listeners.count(listener) > global_listeners.count(listener):
-        timed = list(timing_listeners)
-        timed.remove(listener)
-        timing_listeners = tuple(timed)
-    runtime.changed()
+    with _changing:
+        items = list(global_listeners)
+        items.remove(listener)
+        global_listeners = tuple(items)
+        # A listener added twice, once with timings, keeps them until its last removal.
+        if timing_listeners.count(listener) > global_listeners.count(listener):
+            timed = list(timing_listeners)
+            timed.remove(listener)
+            timing_listeners = tuple(timed)
+        runtime.changed()
 
 
 def validate_listeners(listeners: Iterable[Listener] | None) -> tuple[Listener, ...]:

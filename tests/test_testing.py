@@ -92,3 +92,33 @@ def test_per_policy_listeners_hear_only_their_policy() -> None:
     assert heard == ["a", "a"]
     with pytest.raises(TypeError, match="listeners"):
         resilio.retry(on=KeyError, listeners=[1])  # type: ignore[list-item]
+
+
+def test_listeners_added_and_removed_by_many_threads_at_once_all_count() -> None:
+    import sys
+    import threading
+
+    from resilio import _events
+
+    errors: list[BaseException] = []
+
+    def churn() -> None:
+        try:
+            for _ in range(300):
+                with capture_events():
+                    pass
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show at once
+    try:
+        threads = [threading.Thread(target=churn) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert _events.global_listeners == ()
