@@ -574,11 +574,12 @@ def _inline_decisions(
     (the clock in effect, whether anybody listens) is looked up again only
     when `runtime.version` says a global setting changed.
     """
-    lock, table = store._bind(limit)
+    # A new limiter waits its turn to sweep like the others: sweeping at once would
+    # cost every limiter built per request a pass over the whole store.
+    lock, table, countdown = store._bind(limit)
     acquire, release = lock.acquire, lock.release
     max_cost, listeners = limiter._max_cost, limiter._listeners
     check_request = limiter._check_request
-    countdown = 1  # operations until the next sweep: the first one sweeps
     # What refresh() reads: the runtime.version it read them at, the clock in
     # effect, whether that is the system clock, whether anybody listens.
     version, clock, system, emitting = -1, runtime.clock, False, False

@@ -210,18 +210,19 @@ class MemoryStore:
             table = entry[1] if entry is not None and entry[0] is limit else self._table(limit)
             return limit.admit_in(table, key, now, cost)
 
-    def _bind(self, limit: Algorithm) -> tuple[threading.Lock, dict[str, Any]]:
-        """Return the lock and ``limit``'s table of states, for a caller that decides inline.
+    def _bind(self, limit: Algorithm) -> tuple[threading.Lock, dict[str, Any], int]:
+        """Return the lock, ``limit``'s table of states and the operations until the next sweep.
 
-        The hottest path in resilio (a rate limiter of one limit in memory)
-        holds the lock, reads the clock under it, applies the guard `_tick`
-        applies, calls the algorithm's ``take_in`` or ``admit_in`` on the
-        table, and calls `_swept` once every number of operations it returned.
-        Tables are never replaced once created (sweeps and resets only remove
-        keys), so the caller may hold on to this one.
+        For a caller that decides inline: the hottest path in resilio (a rate
+        limiter of one limit in memory) holds the lock, reads the clock under
+        it, applies the guard `_tick` applies, calls the algorithm's
+        ``take_in`` or ``admit_in`` on the table, and counts its operations
+        down from the number returned here, then from the one `_swept`
+        returns. Tables are never replaced once created (sweeps and resets
+        only remove keys), so the caller may hold on to this one.
         """
         with self._lock:
-            return self._lock, self._table(limit)
+            return self._lock, self._table(limit), max(1, self._next_sweep - self._ops)
 
     def _restart(self, limits: Sequence[Algorithm]) -> None:
         """Drop every key of ``limits`` and let time start again: their clock was swapped."""

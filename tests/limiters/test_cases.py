@@ -352,3 +352,28 @@ async def test_big_request_is_not_starved_by_a_stream_of_small_ones() -> None:
     granted = dict(admitted)["big"]
     # Three tokens for those ahead, then five for the big one: 80 ms at 100/s.
     assert granted - big_arrival < 0.08 + 0.1  # slack for a shared, busy CPU
+
+
+def test_a_limiter_built_per_request_does_not_sweep_the_store_each_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = MemoryStore()
+    clock = FakeClock(start=100.0)
+    first = FixedWindow(limit=5, window=60.0, name="api", store=store, clock=clock)
+    for i in range(5000):
+        assert first.allow(f"user:{i}")
+    sweeps: list[int] = []
+    sweep = MemoryStore._sweep_locked
+
+    def counted(self: MemoryStore, now: int) -> int:
+        sweeps.append(now)
+        return sweep(self, now)
+
+    monkeypatch.setattr(MemoryStore, "_sweep_locked", counted)
+    # As a handler that builds its limiter on every request would: 500 objects, one call each.
+    for i in range(500):
+        assert FixedWindow(limit=5, window=60.0, name="api", store=store, clock=clock).allow(
+            f"user:{i}"
+        )
+    assert len(sweeps) <= 1  # a pass over the 5000 keys per request, before
+    assert len(store) == 5000  # nothing limited was dropped
