@@ -325,9 +325,9 @@ class AllOf(RateLimiter):
     Args:
         *parts: The limiters or limit strings to combine.
         algorithm: The limiter class used for limit strings.
-        name: Names this limiter's state in its store (limiters with the same
-            name and store share state); defaults to one derived from the
-            algorithm and its parameters.
+        name: What events and errors call this combination; defaults to its
+            parts' names joined by ``+``. The state is the parts' own, named
+            by their names, so combinations of the same parts share it.
         store: Where the state lives; defaults to a new `MemoryStore`.
         clock: The clock to read and sleep on; defaults to ``runtime.clock``.
         listeners: Callables that receive this limiter's events.

@@ -174,24 +174,26 @@ class Lines:
             waiter.wake()
 
 
-_shared: weakref.WeakKeyDictionary[object, dict[str, Lines]] = weakref.WeakKeyDictionary()
+_shared: weakref.WeakKeyDictionary[object, dict[tuple[str, ...], Lines]] = (
+    weakref.WeakKeyDictionary()
+)
 _shared_lock = threading.Lock()
 
 
-def lines_for(store: object, name: str) -> Lines:
-    """The lines of every limiter named ``name`` on ``store`` in this process.
+def lines_for(store: object, names: tuple[str, ...]) -> Lines:
+    """The lines of every limiter that applies the limits named ``names`` on ``store``.
 
-    Limiters with one name on one store share their state, so their callers
-    wait in one FIFO line per key, however many limiter objects there are. A
-    store that cannot be weakly referenced gets no registry: each limiter on
-    it then has lines of its own.
+    Limiters that apply the same limits on one store share their state, so
+    their callers wait in one FIFO line per key in this process, however
+    many limiter objects there are. A store that cannot be weakly referenced
+    gets no registry: each limiter on it then has lines of its own.
     """
     with _shared_lock:
         try:
-            by_name = _shared.setdefault(store, {})
+            by_names = _shared.setdefault(store, {})
         except TypeError:
             return Lines()
-        lines = by_name.get(name)
+        lines = by_names.get(names)
         if lines is None:
-            lines = by_name[name] = Lines()
+            lines = by_names[names] = Lines()
         return lines

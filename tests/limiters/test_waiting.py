@@ -16,7 +16,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from resilio import LeakyBucket, RateLimiter, TokenBucket
+from resilio import AllOf, FixedWindow, LeakyBucket, RateLimiter, TokenBucket
 from resilio._errors import RateLimitExceeded
 from resilio.stores import MemoryStore, Store
 from resilio.testing import FakeClock, use_clock
@@ -390,10 +390,15 @@ def test_waiters_of_two_limiter_objects_of_one_name_wait_in_one_line(store: Stor
     assert order == list(range(6))
 
 
-def test_lines_are_shared_per_store_and_name_only() -> None:
+def test_lines_are_shared_by_the_limiters_of_one_state_only() -> None:
     store, other = MemoryStore(), MemoryStore()
     first = TokenBucket(rate=10, name="a", store=store)
     assert TokenBucket(rate=10, name="a", store=store)._lines is first._lines
     assert TokenBucket(rate=10, name="b", store=store)._lines is not first._lines
     assert TokenBucket(rate=10, name="a", store=other)._lines is not first._lines
     assert TokenBucket(rate=10)._lines is not TokenBucket(rate=10)._lines  # each its own store
+    # A combination's name= names it in events, not its state: the parts' names do.
+    hourly = FixedWindow(limit=100, window=3600.0, name="hourly", store=store)
+    combined = AllOf(first, hourly, name="a")
+    assert combined._lines is not first._lines
+    assert AllOf(first, hourly)._lines is combined._lines
