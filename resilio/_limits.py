@@ -36,15 +36,19 @@ __all__ = [
 
 
 # The largest integer below which every integer is a double: the Lua scripts'
-# only number type. Time spans and products of the algorithms stay below it.
+# only number type. Counts and the algorithms' products stay below it.
 _EXACT: Final = 2**53
+# Time spans are added to the time, which on Redis is the server's clock in µs
+# since 1970 (2**50.6 in 2026, 2**52 in 2112): below this, the sums stay exact.
+_SPAN: Final = 2**52
 
 
 def _exactly(owner: str, what: str, microseconds: int, advice: str) -> None:
-    if microseconds >= _EXACT:
+    if microseconds >= _SPAN:
         raise ValueError(
             f"{owner}: {what} comes to {microseconds / US / 31_557_600:.3g} years, beyond "
-            f"the 2**53 microseconds (about 285 years) in which limiters count exactly; {advice}"
+            f"the 2**52 microseconds (about 142 years) that limiters add to the time "
+            f"exactly; {advice}"
         )
 
 

@@ -219,8 +219,9 @@ def test_limit_strings_in_constructors() -> None:
         (lambda: TokenBucket(rate=float("inf")), ValueError, "finite"),
         (lambda: TokenBucket(rate=1, per=0), ValueError, "per must be a positive"),
         (lambda: TokenBucket(rate=1, capacity=0), ValueError, "capacity must be a positive"),
-        # Beyond 2**53 µs integer time is no longer exact (nor, on Redis, representable).
-        (lambda: TokenBucket(rate=1, per=3e7, capacity=10**6), ValueError, "2\\*\\*53"),
+        # Spans of 2**52 µs or more, added to the server's clock, pass 2**53 on Redis.
+        (lambda: TokenBucket(rate=1, per=3e7, capacity=10**6), ValueError, "2\\*\\*52"),
+        (lambda: SlidingWindow(limit=1, window=4.6e9), ValueError, "shorter window"),
         (lambda: LeakyBucket(rate=1, per=3e7, capacity=10**6), ValueError, "refill or drain"),
         (lambda: FixedWindow(limit=1, window=1e10), ValueError, "shorter window"),
         (lambda: SlidingWindowLog(limit=1, window=1e10), ValueError, "shorter window"),

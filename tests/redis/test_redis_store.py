@@ -146,16 +146,17 @@ def test_keys_are_prefixed_and_hash_tagged(
 def test_the_longest_burst_a_limiter_accepts_decides_exactly_on_redis(
     cls: type[Any], sync_client: redis.Redis, prefix: str
 ) -> None:
-    # 285 one-year units: a burst just under 2**53 us. One more is refused at
-    # construction (on Redis the arithmetic beyond it over-admitted).
+    # 142 one-year units: a burst just under 2**52 us. One more is refused at
+    # construction: added to the server's clock (us since 1970), a longer one
+    # passes 2**53, where Redis's doubles are no longer exact.
     year = 365 * 86_400.0
-    with pytest.raises(ValueError, match=r"2\*\*53"):
-        cls(rate=1, per=year, capacity=286)
-    clock = FakeClock(start=1_000.0)
+    with pytest.raises(ValueError, match=r"2\*\*52"):
+        cls(rate=1, per=year, capacity=143)
+    clock = FakeClock(start=1.8e9)  # about now, in seconds since 1970, as the server's TIME
     store = RedisStore(sync_client, prefix=prefix, time_source="caller")
-    remote = cls(rate=1, per=year, capacity=285, store=store, clock=clock)
-    local = cls(rate=1, per=year, capacity=285, clock=clock)
-    for step in [285, 1, 1, "year", 1, 1, "peek"]:
+    remote = cls(rate=1, per=year, capacity=142, store=store, clock=clock)
+    local = cls(rate=1, per=year, capacity=142, clock=clock)
+    for step in [142, 1, 1, "year", 1, 1, "peek"]:
         if step == "year":
             clock.advance(year)
         elif step == "peek":
