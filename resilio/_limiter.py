@@ -29,7 +29,7 @@ from ._core.limiters import (
 from ._errors import RateLimitExceeded
 from ._events import Event, EventKind, Listener, emit, validate_listeners
 from ._strategy import Strategy
-from ._waiting import TaskWaiter, ThreadWaiter, lines_for
+from ._waiting import TaskWaiter, ThreadWaiter, Waiter, lines_for
 from .stores import MemoryStore, Store
 
 __all__ = ["LimitedCall", "RateLimiter"]
@@ -183,6 +183,8 @@ class RateLimiter(Strategy):
         # the async forms may call it directly.
         store = self._store
         self._memory = type(store) is MemoryStore
+        if isinstance(store, MemoryStore):
+            store._use_clock(self._limits, self._clock_seen[0])
         if self._memory and isinstance(store, MemoryStore) and len(self._limits) == 1:
             # The hottest path in resilio: these instance attributes shadow the
             # methods of the same names with closures that do the same in one frame.
@@ -232,7 +234,21 @@ class RateLimiter(Strategy):
         """
         self._clock_seen[0] = clock
         if isinstance(self._store, MemoryStore):
-            self._store._restart(self._limits)
+            self._store._use_clock(self._limits, clock)
+
+    def _follow_clock(self, clock: Clock, started: float, waiter: Waiter) -> tuple[Clock, float]:
+        """The clock a waiter goes on with, and when it started waiting, on that clock.
+
+        A waiter on the global clock follows a swap that happens while it
+        waits, keeping the time it had waited and had left to wait, so it
+        never decides with the old clock's times on the new clock's state.
+        """
+        current = self._current_clock()
+        if current is clock:
+            return clock, started
+        now, then = current.now(), clock.now()
+        waiter.deadline = now + (waiter.deadline - then)
+        return current, now - (then - started)
 
     def _check_request(self, key: object, cost: object) -> None:
         """Raise for a key that is not a string or a cost this limiter cannot take.
@@ -438,6 +454,9 @@ class RateLimiter(Strategy):
         lines.join(key, waiter)
         try:
             while True:
+                if self._clock is None:  # on the global clock, which a test may swap
+                    clock, start = self._follow_clock(clock, start, waiter)
+                    real_clock = type(clock) is SystemClock
                 if not lines.is_head(key, waiter):
                     left = waiter.deadline - clock.now()
                     if left <= 0:
@@ -496,6 +515,9 @@ class RateLimiter(Strategy):
         lines.join(key, waiter)
         try:
             while True:
+                if self._clock is None:  # on the global clock, which a test may swap
+                    clock, start = self._follow_clock(clock, start, waiter)
+                    real_clock = type(clock) is SystemClock
                 if not lines.is_head(key, waiter):
                     left = waiter.deadline - clock.now()
                     if left <= 0:

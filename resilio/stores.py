@@ -102,7 +102,16 @@ class MemoryStore:
         sweep_every: The least number of operations between two sweeps.
     """
 
-    __slots__ = ("__weakref__", "_lock", "_next_sweep", "_now", "_ops", "_sweep_every", "_tables")
+    __slots__ = (
+        "__weakref__",
+        "_clocks",
+        "_lock",
+        "_next_sweep",
+        "_now",
+        "_ops",
+        "_sweep_every",
+        "_tables",
+    )
 
     def __init__(self, *, sweep_every: int = 1024) -> None:
         if isinstance(sweep_every, bool) or not isinstance(sweep_every, int) or sweep_every < 1:
@@ -110,6 +119,8 @@ class MemoryStore:
         self._lock = threading.Lock()
         # limit name -> (algorithm, {key: state})
         self._tables: dict[str, tuple[Algorithm, dict[str, Any]]] = {}
+        # limit name -> the clock its states were stamped with (see _use_clock)
+        self._clocks: dict[str, object] = {}
         self._now = 0
         self._ops = 0
         self._sweep_every = sweep_every
@@ -224,12 +235,25 @@ class MemoryStore:
         with self._lock:
             return self._lock, self._table(limit), max(1, self._next_sweep - self._ops)
 
-    def _restart(self, limits: Sequence[Algorithm]) -> None:
-        """Drop every key of ``limits`` and let time start again: their clock was swapped."""
+    def _use_clock(self, limits: Sequence[Algorithm], clock: object) -> None:
+        """Note that ``limits`` decide on ``clock`` from now on.
+
+        Times of two clocks do not compare: the states of a limit last
+        decided on another clock are dropped, and time starts again. Limiter
+        objects that share a limit (one name) share this record, so the
+        second one to follow a swap drops nothing the first decided since.
+        """
         with self._lock:
+            restarted = False
             for limit in limits:
-                self._table(limit).clear()
-            self._now = 0
+                seen = self._clocks.get(limit.name)
+                if seen is not clock:
+                    if seen is not None:
+                        self._table(limit).clear()
+                        restarted = True
+                    self._clocks[limit.name] = clock
+            if restarted:
+                self._now = 0
 
     def _swept(self, now: int) -> int:
         """Sweep at ``now`` for an inline caller (lock held); return the operations until the next.

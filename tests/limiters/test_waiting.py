@@ -402,3 +402,38 @@ def test_lines_are_shared_by_the_limiters_of_one_state_only() -> None:
     combined = AllOf(first, hourly, name="a")
     assert combined._lines is not first._lines
     assert AllOf(first, hourly)._lines is combined._lines
+
+
+def test_limiters_sharing_a_limit_follow_a_clock_swap_once() -> None:
+    """The second object to see the swap drops nothing the first decided on the new clock."""
+    store = MemoryStore()
+    limiters = [FixedWindow(limit=3, window=60.0, name="api", store=store) for _ in range(2)]
+    with use_clock(FakeClock(start=1_000.0)):
+        admitted = [limiters[0].allow("k") for _ in range(3)]
+        admitted += [limiters[1].allow("k") for _ in range(3)]
+    assert admitted == [True, True, True, False, False, False]
+
+
+def test_a_waiter_follows_a_swap_of_the_global_clock() -> None:
+    """A thread asleep on the old clock decides on the new one once it wakes."""
+    old = ManualClock()
+    old.advance(10_000.0)  # far ahead of the new clock: its times would pin the new clock's
+    new = FakeClock(start=50.0)
+    admitted: list[float] = []
+    with use_clock(old):
+        limiter = TokenBucket(rate=2, per=1.0, capacity=1)  # on the global clock
+        assert limiter.allow("k")
+        waiter = threading.Thread(
+            target=lambda: admitted.append(limiter.acquire("k", 1, None).reset_after)
+        )
+        waiter.start()
+        wait_for(lambda: old.sleepers == 1)
+        with use_clock(new):
+            assert limiter.allow("k")  # afresh on the new clock
+            old.advance(1.0)  # the waiter wakes, on the new clock now
+            waiter.join(5)
+            assert admitted == [0.5]
+            assert new.sleeps == [0.5]  # it waited for the new clock's token
+            new.advance(1.0)
+            assert limiter.allow("k")  # the new clock's time, not the old one's, counts
+            assert not limiter.allow("k")
