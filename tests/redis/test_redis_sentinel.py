@@ -38,6 +38,7 @@ from resilio.testing import FakeClock
 
 from .conftest import quick_retry
 from .servers import RedisSentinel, RedisServer, wait_in_sync
+from .test_redis_failover import noscript_replies
 
 pytestmark = pytest.mark.anyio
 
@@ -57,13 +58,6 @@ def group() -> Iterator[RedisSentinel]:
         sentinels=3, replicas=1, min_replicas_to_write=1, down_after=1.0, failover_timeout=5.0
     ) as started:
         yield started
-
-
-def noscript_replies(server: RedisServer) -> int:
-    """How many NOSCRIPT errors ``server`` has answered (the store then sent EVAL)."""
-    with server.admin() as client:
-        stats = client.info("errorstats")
-    return int(stats.get("errorstat_NOSCRIPT", {}).get("count", 0))
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = DEADLINE) -> None:
@@ -141,18 +135,17 @@ def force_failover(group: RedisSentinel) -> RedisServer:
     return new
 
 
-def sync_master(group: RedisSentinel) -> tuple[redis.sentinel.Sentinel, redis.Redis]:
-    """A sync Sentinel client of the group's master, with the guide's short settings."""
-    sentinel = redis.sentinel.Sentinel(
-        group.addresses,
-        sentinel_kwargs={"socket_timeout": TIMEOUT},
-        socket_timeout=TIMEOUT,
+def master_client(group: RedisSentinel, *, asynchronous: bool = False) -> tuple[Any, Any]:
+    """A Sentinel client of the group's master (sync or asyncio), with the guide's settings."""
+    kind = redis.asyncio.sentinel.Sentinel if asynchronous else redis.sentinel.Sentinel
+    sentinel = kind(
+        group.addresses, sentinel_kwargs={"socket_timeout": TIMEOUT}, socket_timeout=TIMEOUT
     )
     client = sentinel.master_for(
         RedisSentinel.service,
         socket_timeout=TIMEOUT,
         socket_connect_timeout=TIMEOUT,
-        retry=quick_retry(),
+        retry=quick_retry(asynchronous=asynchronous),
     )
     return sentinel, client
 
@@ -223,17 +216,7 @@ async def test_async_sentinel_limiters_decide_like_memory_and_through_a_failover
     memory.
     """
     await anyio.to_thread.run_sync(lambda: wait_for(lambda: settled(group), timeout=40.0))
-    sentinel = redis.asyncio.sentinel.Sentinel(
-        group.addresses,
-        sentinel_kwargs={"socket_timeout": TIMEOUT},
-        socket_timeout=TIMEOUT,
-    )
-    client = sentinel.master_for(
-        RedisSentinel.service,
-        socket_timeout=TIMEOUT,
-        socket_connect_timeout=TIMEOUT,
-        retry=quick_retry(asynchronous=True),
-    )
+    sentinel, client = master_client(group, asynchronous=True)
     try:
         clock = FakeClock(start=1_000.0)
         on_fake_clock = RedisStore(client, prefix=prefix, time_source="caller", recovery_time=0.05)
@@ -375,16 +358,8 @@ async def test_a_breaker_shared_through_sentinel_stays_open_through_a_failover(
     earlier state of the master's, never one it did not have.
     """
     await anyio.to_thread.run_sync(lambda: wait_for(lambda: settled(group), timeout=40.0))
-    sentinel_a, client_a = sync_master(group)
-    sentinel_b = redis.asyncio.sentinel.Sentinel(
-        group.addresses, sentinel_kwargs={"socket_timeout": TIMEOUT}, socket_timeout=TIMEOUT
-    )
-    client_b = sentinel_b.master_for(
-        RedisSentinel.service,
-        socket_timeout=TIMEOUT,
-        socket_connect_timeout=TIMEOUT,
-        retry=quick_retry(asynchronous=True),
-    )
+    sentinel_a, client_a = master_client(group)
+    sentinel_b, client_b = master_client(group, asynchronous=True)
     ran: list[str] = []
 
     async def counted() -> str:
@@ -413,7 +388,7 @@ async def test_a_breaker_shared_through_sentinel_stays_open_through_a_failover(
         assert group.master() is new
 
         # A process that starts after the failover sees the open breaker on the new master.
-        sentinel_c, client_c = sync_master(group)
+        sentinel_c, client_c = master_client(group)
         try:
             c = breaker_on(client_c, prefix)
             assert when_answered(lambda: c.state) is CircuitState.OPEN
