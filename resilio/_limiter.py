@@ -178,7 +178,8 @@ class RateLimiter(Strategy):
         self._timeout = timeout
         self._max_cost = min(limit.capacity for limit in self._limits)
         self._max_queued = max_queued
-        self._lines = lines_for(self._store, tuple(names))  # the state's names, not self.name
+        # Keyed by the state's names (in any order), not by self.name.
+        self._lines = lines_for(self._store, tuple(sorted(names)))
         # Exactly a MemoryStore (a subclass may do anything): it never blocks, so
         # the async forms may call it directly.
         store = self._store

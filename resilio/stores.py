@@ -233,6 +233,9 @@ class MemoryStore:
         only remove keys), so the caller may hold on to this one.
         """
         with self._lock:
+            # Binding counts as an operation of the store's own: limiters built per
+            # request make one decision each, too few to reach their countdown.
+            self._tick(self._now)
             return self._lock, self._table(limit), max(1, self._next_sweep - self._ops)
 
     def _use_clock(self, limits: Sequence[Algorithm], clock: object) -> None:

@@ -377,3 +377,14 @@ def test_a_limiter_built_per_request_does_not_sweep_the_store_each_time(
         )
     assert len(sweeps) <= 1  # a pass over the 5000 keys per request, before
     assert len(store) == 5000  # nothing limited was dropped
+
+
+def test_idle_keys_of_limiters_built_per_request_are_reclaimed() -> None:
+    store = MemoryStore(sweep_every=100)
+    clock = FakeClock(start=100.0)
+    for i in range(5000):
+        # One object per request, one decision each; every key idle a second later.
+        limiter = TokenBucket(rate=10, capacity=1, name="api", store=store, clock=clock)
+        assert limiter.allow(f"user:{i}")
+        clock.advance(0.2)
+    assert len(store) <= 2 * 100 + 10  # about the keys still limited, not all 5000

@@ -402,6 +402,7 @@ def test_lines_are_shared_by_the_limiters_of_one_state_only() -> None:
     combined = AllOf(first, hourly, name="a")
     assert combined._lines is not first._lines
     assert AllOf(first, hourly)._lines is combined._lines
+    assert AllOf(hourly, first)._lines is combined._lines  # the same state, in any order
 
 
 def test_limiters_sharing_a_limit_follow_a_clock_swap_once() -> None:
