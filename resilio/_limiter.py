@@ -237,6 +237,18 @@ class RateLimiter(Strategy):
         if isinstance(self._store, MemoryStore):
             self._store._use_clock(self._limits, clock)
 
+    def _pause(self, key: str, retry_after: float, clock: Clock, real_clock: bool) -> float:
+        """How long the head of ``key``'s line sleeps before it asks again.
+
+        Until the cost fits; on a clock other than the real one, no longer
+        than until the next timeout of a waiter behind it, which only the
+        head's sleeps bring about (see `Lines.wake_expired`).
+        """
+        if real_clock:
+            return retry_after
+        now = clock.now()
+        return max(0.0, min(retry_after, self._lines.wake_expired(key, now) - now))
+
     def _follow_clock(self, clock: Clock, started: float, waiter: Waiter) -> tuple[Clock, float]:
         """The clock a waiter goes on with, and when it started waiting, on that clock.
 
@@ -462,7 +474,9 @@ class RateLimiter(Strategy):
                     left = waiter.deadline - clock.now()
                     if left <= 0:
                         raise self._exceeded(key, cost, decision[2], clock)
-                    waiter.event.wait(left if real_clock and left != math.inf else None)
+                    # Timed on any clock: one that is not the system's may still pass in
+                    # real time (a skewed one); a fake one's head wakes it (see _pause).
+                    waiter.event.wait(left if left != math.inf else None)
                     waiter.event.clear()
                     continue
                 decision = store.acquire(limits, key, cost, self._now_us(clock))
@@ -472,9 +486,7 @@ class RateLimiter(Strategy):
                     return decision
                 if decision[2] > waiter.deadline - clock.now():
                     raise self._exceeded(key, cost, decision[2], clock)
-                clock.sleep(decision[2])
-                if not real_clock:
-                    lines.wake_expired(key, clock.now())
+                clock.sleep(self._pause(key, decision[2], clock, real_clock))
         finally:
             lines.leave(key, waiter)
 
@@ -523,7 +535,7 @@ class RateLimiter(Strategy):
                     left = waiter.deadline - clock.now()
                     if left <= 0:
                         raise self._exceeded(key, cost, decision[2], clock)
-                    with anyio.move_on_after(left if real_clock else math.inf):
+                    with anyio.move_on_after(left):  # timed on any clock, as in acquire
                         await waiter.event.wait()
                     waiter.renew()
                     continue
@@ -534,9 +546,7 @@ class RateLimiter(Strategy):
                     return decision
                 if decision[2] > waiter.deadline - clock.now():
                     raise self._exceeded(key, cost, decision[2], clock)
-                await clock.sleep_async(decision[2])
-                if not real_clock:
-                    lines.wake_expired(key, clock.now())
+                await clock.sleep_async(self._pause(key, decision[2], clock, real_clock))
         finally:
             lines.leave(key, waiter)
 

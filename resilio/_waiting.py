@@ -11,6 +11,7 @@ task is woken through its own event loop when the waker runs elsewhere.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import weakref
 from collections import deque
@@ -156,22 +157,25 @@ class Lines:
             wake = waiters[0]
         wake.wake()
 
-    def wake_expired(self, key: str, now: float) -> None:
-        """Wake the waiters whose deadline has passed, so they can leave.
+    def wake_expired(self, key: str, now: float) -> float:
+        """Wake the waiters whose deadline has passed, so they can leave; return the next deadline.
 
         Waiters on a real clock time out on their own; on other clocks (a
-        test's fake clock) time moves only when a head sleeps, so the head
-        calls this after each sleep.
+        test's fake clock, a skewed clock) only the head keeps time, by
+        sleeping: it calls this before each sleep and sleeps no longer than
+        until the deadline returned (``math.inf`` when nobody waits for one),
+        so a waiter behind it leaves when its own timeout ends.
         """
         with self._lock:
             line = self.lines.get(key)
-            expired = (
-                []
-                if line is None
-                else [w for w in line.waiters if not w.gone and w.deadline <= now]
-            )
-        for waiter in expired:
-            waiter.wake()
+            waiting = [] if line is None else [w for w in line.waiters if not w.gone]
+        soonest = math.inf
+        for waiter in waiting:
+            if waiter.deadline <= now:
+                waiter.wake()
+            elif waiter.deadline < soonest:
+                soonest = waiter.deadline
+        return soonest
 
 
 _shared: weakref.WeakKeyDictionary[object, dict[tuple[str, ...], Lines]] = (

@@ -438,3 +438,35 @@ def test_a_waiter_follows_a_swap_of_the_global_clock() -> None:
             new.advance(1.0)
             assert limiter.allow("k")  # the new clock's time, not the old one's, counts
             assert not limiter.allow("k")
+
+
+def test_a_waiter_behind_the_head_times_out_on_time_on_any_real_time_clock() -> None:
+    """A clock other than SystemClock may pass in real time: waiters behind keep their time."""
+    from .test_concurrency import OffsetClock
+
+    clock = OffsetClock()  # real time, but not SystemClock
+    limiter = TokenBucket(rate=20, per=1.0, capacity=3, clock=clock)
+    assert limiter.try_acquire("k", 3).allowed
+    ended: dict[str, float] = {}
+
+    def head() -> None:
+        limiter.acquire("k", 3, None)  # 0.15 s
+        ended["head admitted"] = clock.now()
+
+    def behind() -> None:
+        started = clock.now()
+        try:
+            limiter.acquire("k", 1, 0.05)  # its own cost would fit in that time
+        except RateLimitExceeded:
+            ended["behind gave up after"] = clock.now() - started
+
+    first = threading.Thread(target=head)
+    first.start()
+    wait_for(lambda: queued(limiter) == 1)
+    second = threading.Thread(target=behind)
+    second.start()
+    first.join(5)
+    second.join(5)
+    # Before: it waited untimed until the head woke, 0.15 s after the head began.
+    assert 0.04 <= ended["behind gave up after"] < 0.12, ended
+    assert "head admitted" in ended
