@@ -47,7 +47,7 @@ def _exactly(owner: str, what: str, microseconds: int, advice: str) -> None:
     if microseconds >= _SPAN:
         raise ValueError(
             f"{owner}: {what} comes to {microseconds / US / 31_557_600:.3g} years, beyond "
-            f"the 2**52 microseconds (about 142 years) that limiters add to the time "
+            f"the 2**52 microseconds (about 143 years) that limiters add to the time "
             f"exactly; {advice}"
         )
 
