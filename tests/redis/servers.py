@@ -65,21 +65,32 @@ def find_redis_server() -> str:
     raise RuntimeError(HOW_TO_GET_REDIS)
 
 
+# Ports handed out in this process: servers pick theirs before any of them binds,
+# so the system could offer one twice (a cluster whose "replica" was its master).
+_handed_out: set[int] = set()
+
+
 def free_port(*, with_bus: bool = False) -> int:
-    """Return a loopback TCP port nobody listens on (and port + 10000 too if ``with_bus``)."""
+    """Return a loopback TCP port nobody listens on (and port + 10000 too if ``with_bus``).
+
+    Never the same port twice in one process, nor one whose bus port was handed out.
+    """
     for _ in range(200):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
-        if not with_bus:
-            return port
-        if port + 10000 > 65535:
+        if {port, port + 10000} & _handed_out:
             continue
-        with socket.socket() as bus:
-            try:
-                bus.bind(("127.0.0.1", port + 10000))
-            except OSError:
+        if with_bus:
+            if port + 10000 > 65535:
                 continue
+            with socket.socket() as bus:
+                try:
+                    bus.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            _handed_out.add(port + 10000)
+        _handed_out.add(port)
         return port
     raise RuntimeError("found no free loopback port")
 
