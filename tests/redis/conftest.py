@@ -16,9 +16,11 @@ an async client serves only the async methods, on asyncio. A test without
 
 from __future__ import annotations
 
+import inspect
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -70,6 +72,21 @@ def redis_endpoint() -> Iterator[Endpoint]:
 def cluster_endpoint() -> Iterator[Endpoint]:
     """A Redis Cluster: ``REDIS_CLUSTER_URL``, or 3 masters started for the session."""
     yield from _endpoint("REDIS_CLUSTER_URL", RedisCluster)
+
+
+def suite_tests(
+    module: ModuleType, parameter: str, wrap: Callable[[Any], Any] = lambda test: test
+) -> dict[str, Any]:
+    """The tests of ``module`` that take the fixture ``parameter``, each through ``wrap``.
+
+    How this directory runs a suite of tests/limiters/ on Redis: the fixtures
+    here bind ``parameter`` to Redis stores, so the tests run as they are.
+    """
+    return {
+        name: wrap(test)
+        for name, test in vars(module).items()
+        if name.startswith("test_") and parameter in inspect.signature(test).parameters
+    }
 
 
 def quick_retry(retries: int = 1, *, asynchronous: bool = False) -> Retry | AsyncRetry:

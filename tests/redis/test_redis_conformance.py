@@ -9,19 +9,14 @@ drives the Lua scripts, and decisions must equal the in-memory ones exactly.
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 
 from ..limiters import test_conformance as suite
+from .conftest import suite_tests
 
 pytestmark = pytest.mark.anyio
 
-_imported = {
-    name: test
-    for name, test in vars(suite).items()
-    if name.startswith("test_") and "make" in inspect.signature(test).parameters
-}
+_imported = suite_tests(suite, "make")
 globals().update(_imported)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from ..limiters import test_waiting as suite
+from .conftest import suite_tests
 
 pytestmark = pytest.mark.anyio
 
@@ -32,11 +33,11 @@ def _on_async_clients_too(test: Callable[..., Coroutine[Any, Any, None]]) -> Any
     return pytest.mark.async_api(run)
 
 
-_imported: dict[str, Any] = {
-    name: _on_async_clients_too(test) if inspect.iscoroutinefunction(test) else test
-    for name, test in vars(suite).items()
-    if name.startswith("test_") and "store" in inspect.signature(test).parameters
-}
+_imported = suite_tests(
+    suite,
+    "store",
+    lambda test: _on_async_clients_too(test) if inspect.iscoroutinefunction(test) else test,
+)
 globals().update(_imported)
 
 
