@@ -245,9 +245,6 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
                 )
         throughput = redis["throughput"]
         figures["throughput"] = throughput
-        figures["scaling_100_vs_1"] = (
-            throughput["decisions, 100 tasks"] / throughput["decisions, 1 task"]
-        )
         figures["decisions_vs_raw_100"] = (
             throughput["decisions, 100 tasks"] / throughput["raw EVALSHA, 100 tasks"]
         )

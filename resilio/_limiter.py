@@ -240,9 +240,9 @@ class RateLimiter(Strategy):
     def _pause(self, key: str, retry_after: float, clock: Clock, real_clock: bool) -> float:
         """How long the head of ``key``'s line sleeps before it asks again.
 
-        Until the cost fits; on a clock other than the real one, no longer
-        than until the next timeout of a waiter behind it, which only the
-        head's sleeps bring about (see `Lines.wake_expired`).
+        Until the cost fits; on a clock other than the system's, no longer
+        than until the next timeout of a waiter behind it, which on a fake
+        clock only the head's sleeps bring about (see `Lines.wake_expired`).
         """
         if real_clock:
             return retry_after

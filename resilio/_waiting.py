@@ -160,11 +160,11 @@ class Lines:
     def wake_expired(self, key: str, now: float) -> float:
         """Wake the waiters whose deadline has passed, so they can leave; return the next deadline.
 
-        Waiters on a real clock time out on their own; on other clocks (a
-        test's fake clock, a skewed clock) only the head keeps time, by
-        sleeping: it calls this before each sleep and sleeps no longer than
-        until the deadline returned (``math.inf`` when nobody waits for one),
-        so a waiter behind it leaves when its own timeout ends.
+        Waiters time out on their own in real time; on a clock other than the
+        system's, time may move only when the head sleeps (a test's fake
+        clock), so the head calls this before each sleep and sleeps no longer
+        than until the deadline returned (``math.inf`` when nobody waits for
+        one), and a waiter behind it leaves when its own timeout ends.
         """
         with self._lock:
             line = self.lines.get(key)
