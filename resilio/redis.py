@@ -121,7 +121,11 @@ class _Plan:
     str or an int into bytes at a few times the cost of passing bytes through.
     """
 
-    __slots__ = ("capacities", "capacity", "consume", "look", "single", "suffixes")
+    __slots__ = ("capacities", "capacity", "consume", "keys", "look", "single", "suffixes")
+
+    # Keys are cached per user key, up to this many; the cache starts afresh when
+    # full. Building them (hash tag, f-string, encode) costs more than a lookup.
+    KEYS_CACHED: Final = 4096
 
     def __init__(self, limits: Sequence[Algorithm]) -> None:
         suffixes: list[str] = []
@@ -141,16 +145,17 @@ class _Plan:
         self.capacities = [limit.capacity for limit in limits]
         self.capacity = min(self.capacities)
         self.single = len(limits) == 1
+        self.keys: dict[str, tuple[bytes, ...]] = {}
 
     def decision(self, text: bytes | str) -> Decision:
         if self.single:
             allowed, remaining, retry, reset = text.split()
             return make_decision(
-                int(allowed) == 1,
+                allowed == b"1" or allowed == "1",
                 int(remaining),
                 int(retry) / US,
                 int(reset) / US,
-                self.capacities[0],
+                self.capacity,
             )
         reply = [int(word) for word in text.split()]
         verdicts: list[Verdict] = [
@@ -346,10 +351,16 @@ class RedisStore:
         plan = self._plans[tuple(limits)] = _Plan(limits)
         return plan
 
-    def _keys(self, plan: _Plan, key: str) -> list[bytes]:
-        head = f"{self._prefix}{{{_hash_tag(key)}"
-        encoding, errors = self._encoding
-        return [(head + suffix).encode(encoding, errors) for suffix in plan.suffixes]
+    def _keys(self, plan: _Plan, key: str) -> tuple[bytes, ...]:
+        keys = plan.keys.get(key)
+        if keys is None:
+            head = f"{self._prefix}{{{_hash_tag(key)}"
+            encoding, errors = self._encoding
+            keys = tuple((head + suffix).encode(encoding, errors) for suffix in plan.suffixes)
+            if len(plan.keys) >= plan.KEYS_CACHED:
+                plan.keys.clear()
+            plan.keys[key] = keys
+        return keys
 
     def _args(self, plan: _Plan, cost: int, now: int, mode: bytes) -> tuple[bytes, ...]:
         request = b"%d" % cost + (plan.consume if mode == _CONSUME else plan.look)
@@ -449,7 +460,7 @@ class RedisStore:
             self._recovered()
         return plan.decision(reply)
 
-    def _reset_keys(self, limits: Sequence[Algorithm], key: str) -> list[bytes] | None:
+    def _reset_keys(self, limits: Sequence[Algorithm], key: str) -> tuple[bytes, ...] | None:
         """The keys to delete, or None when Redis is down and the policy was applied."""
         if not isinstance(key, str):
             raise _not_a_key(key)

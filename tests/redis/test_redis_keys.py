@@ -15,7 +15,7 @@ from redis.crc import key_slot
 from redis.exceptions import ClusterCrossSlotError, RedisClusterException
 
 from resilio import AllOf, FixedWindow, SlidingWindowLog, TokenBucket
-from resilio._core.limiters import FixedWindowAlgorithm
+from resilio._core.limiters import FixedWindowAlgorithm, GcraAlgorithm
 from resilio.redis import RedisStore, RedisUnavailableError, _hash_tag
 
 from .conftest import Endpoint, client_options
@@ -194,6 +194,25 @@ def test_keys_are_encoded_as_the_client_says(redis_endpoint: Endpoint, prefix: s
     assert all(key.startswith(f"{prefix}{{café}}:") for key in keys)
 
 
+def test_the_cache_of_built_keys_stays_bounded_and_rebuilds_the_same_keys(
+    sync_client: redis.Redis, prefix: str
+) -> None:
+    # The store caches each user key's Redis keys, up to a bound, then starts afresh.
+    # One request per hour, not an aligned window a boundary could reset mid-test.
+    limits = (GcraAlgorithm(interval=3600 * 10**6, capacity=1, name="hourly"),)
+    store = RedisStore(sync_client, prefix=prefix)
+    plan = store._plan_for(limits)
+    users = [f"user:{i}" for i in range(plan.KEYS_CACHED + 10)]
+    for user in users:
+        assert store.allow(limits, user, 1, 0)
+        assert len(plan.keys) <= plan.KEYS_CACHED
+    assert users[0] not in plan.keys  # dropped when the cache was full
+    # Built again, the first user's key is the one its admission was counted on.
+    assert not store.allow(limits, users[0], 1, 0)
+    assert not store.allow(limits, users[-1], 1, 0)  # and a cached one, too
+    assert len(list(sync_client.scan_iter(match=f"{prefix}*", count=1000))) == len(users)
+
+
 # -- misuse is not an outage -------------------------------------------------------------
 
 
@@ -206,8 +225,8 @@ class ScatteredStore(RedisStore):
 
     __slots__ = ()
 
-    def _keys(self, plan: Any, key: str) -> list[bytes]:
-        return [k.replace(b"{", b"").replace(b"}", b"") for k in super()._keys(plan, key)]
+    def _keys(self, plan: Any, key: str) -> tuple[bytes, ...]:
+        return tuple(k.replace(b"{", b"").replace(b"}", b"") for k in super()._keys(plan, key))
 
 
 def cross_slot_names(prefix: str) -> tuple[str, str]:
