@@ -7,6 +7,11 @@ the same loop as a baseline plain call ``f(key, 1)``, so "ratio" is the
 limiter's cost relative to calling an empty Python function. The real clock is
 used, as in production. Targets (sync, in memory): `try_acquire` returning a
 `Decision` at most 1000 ns; `allow` returning a bool at most 600 ns.
+
+Also timed: a floor, the least a thread-safe decision can do in pure Python
+(a token bucket in one function: a lock, a clock read, one dict entry, no
+checks), to show how much of a decision's cost is resilio's and how much is
+the lock and the clock on the machine at hand.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+from limiters import floor  # the sibling module: this script runs from benchmarks/
 
 from resilio import (
     AllOf,
@@ -112,6 +119,9 @@ def measure(rounds: int) -> list[tuple[str, str, str, float, float]]:
             ):
                 ns = runner(fn, rounds)
                 rows.append((name, path, api, ns, ns / baseline))
+    for api, decision in (("try_acquire", True), ("allow", False)):
+        ns = best_ns(floor(decision), rounds)
+        rows.append(("(floor)", "allow", api, ns, ns / base))
     rows.append(("(plain call)", "-", "f(key, 1)", base, 1.0))
     rows.append(("(plain call)", "-", "await f(key, 1)", base_async, 1.0))
     return rows
@@ -139,8 +149,12 @@ def main() -> None:
     rows = measure(3 if args.quick else 15)
     print(f"# Python {sys.version.split()[0]}, {platform.machine()}, {platform.system()}")
     if args.markdown:
-        sync, asynchronous = rows[-2][3], rows[-1][3]
+        (*_, take, admit, sync, asynchronous) = (row[3] for row in rows)
         print(f"# plain calls: f(key, 1) {sync:.0f} ns, await f(key, 1) {asynchronous:.0f} ns")
+        print(
+            "# floor (a locked token bucket in one function, no checks): "
+            f"{take:.0f} ns returning a Decision, {admit:.0f} ns a bool"
+        )
         print(markdown(rows))
         return
     print(f"| {'algorithm':<17} | {'path':<6} | {'call':<17} | {'ns/call':>7} | {'ratio':>5} |")

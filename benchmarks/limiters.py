@@ -63,6 +63,73 @@ def resilio_case(algorithm: str, api: str, reject: bool) -> Callable[[], Any]:
     return build
 
 
+# -- the floor ---------------------------------------------------------------------------
+
+_new_tuple = tuple.__new__  # how resilio builds a Decision, without a Python-level __new__
+
+
+def floor(decision: bool) -> Callable[[str, int], Any]:
+    """The least a thread-safe in-memory decision does, written in one function.
+
+    A token bucket as GCRA: take a lock, read the clock, read and write one
+    dict entry; answer a bool, or (``decision``) a `Decision` with what
+    `try_acquire` reports. No checks, no events, no clock swaps, no
+    sweeping: not a limiter anybody should use, but the cost below which no
+    pure-Python decision that takes a lock and reads a clock can go on the
+    machine at hand.
+    """
+    from resilio import Decision
+
+    lock = threading.Lock()
+    acquire, release = lock.acquire, lock.release
+    clock = time.monotonic_ns
+    table: dict[str, int] = {}
+    interval, capacity = 1, 10**15
+    tolerance = interval * capacity
+
+    def allow(key: str, cost: int = 1) -> bool:
+        acquire()
+        try:
+            now = clock() // 1000
+            tat = table.get(key, now)
+            if tat < now:
+                tat = now
+            tat += cost * interval
+            if tat - tolerance <= now:
+                table[key] = tat
+                return True
+            return False
+        finally:
+            release()
+
+    def try_acquire(key: str, cost: int = 1) -> Any:
+        acquire()
+        try:
+            now = clock() // 1000
+            tat = table.get(key, now)
+            if tat < now:
+                tat = now
+            new = tat + cost * interval
+            if new - tolerance <= now:
+                table[key] = new
+                left = (now + tolerance - new) // interval
+                return _new_tuple(Decision, (True, left, 0.0, (new - now) / 1e6, capacity))
+            left = (now + tolerance - tat) // interval
+            retry = (new - tolerance - now) / 1e6
+            return _new_tuple(Decision, (False, left, retry, (tat - now) / 1e6, capacity))
+        finally:
+            release()
+
+    return try_acquire if decision else allow
+
+
+def floor_case(api: str) -> Callable[[], Any]:
+    def build() -> Any:
+        return floor(api == "try_acquire")
+
+    return build
+
+
 # -- anchors ---------------------------------------------------------------------------
 
 
@@ -157,6 +224,8 @@ RESILIO_PEER_API = {
     "throttled-py": "try_acquire",
     "pyrate-limiter": "allow",
     "token-bucket": "allow",
+    "floor": "allow",
+    "floor-decision": "try_acquire",
 }
 
 
@@ -193,6 +262,20 @@ def decision_cases(anchors: bool, path: str) -> list[Case]:
             setup="async def plain(key, cost): return True",
         ),
     ]
+    if not reject:
+        # The least a thread-safe decision costs here: see `floor`.
+        cases.extend(
+            Case(
+                f"{path}/token-bucket/{name}",
+                "floor",
+                "sync",
+                floor_case(api),
+                args=(KEY, 1),
+                setup=f"the floor: a lock, a clock read, one dict entry, in one function ({api})",
+                tags={"algorithm": "token-bucket", "api": api},
+            )
+            for name, api in (("floor", "allow"), ("floor-decision", "try_acquire"))
+        )
     for algorithm in ALGORITHMS:
         cases.extend(
             Case(

@@ -487,7 +487,11 @@ def markdown(document: dict[str, Any]) -> str:
             " (an `async def` one for the async calls), timed in the same round. The leaky"
             " bucket admits at most one request per microsecond on one key, fewer than this"
             " loop asks for:"
-            " `benchmarks/bench_limiters.py` times it on several keys.", "",
+            " `benchmarks/bench_limiters.py` times it on several keys. The *floor* rows are"
+            " no limiter: a token bucket written in one function that only takes a lock,"
+            " reads the clock and updates one dict entry (answering a bool, or a `Decision`),"
+            " the least a thread-safe pure-Python decision costs on this machine; their"
+            " */ resilio peer* is the floor's time over resilio's.", "",
             _decision_table(groups["limiters"], "allow/"),
         ]  # fmt: skip
     if "accuracy" in groups:
