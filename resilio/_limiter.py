@@ -186,6 +186,8 @@ class RateLimiter(Strategy):
         self._memory = type(store) is MemoryStore
         if isinstance(store, MemoryStore):
             store._use_clock(self._limits, self._clock_seen[0])
+        elif (check := getattr(store, "_check_limits", None)) is not None:
+            check(self._limits)  # RedisStore: kinds, names and key count, refused now
         if self._memory and isinstance(store, MemoryStore) and len(self._limits) == 1:
             # The hottest path in resilio: these instance attributes shadow the
             # methods of the same names with closures that do the same in one frame.

@@ -27,7 +27,7 @@ import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import MasterDownError, NoScriptError, ReadOnlyError, ResponseError
 
 __all__ = [
     "AsyncScriptRunner",
@@ -127,7 +127,11 @@ _NOT_WRITABLE: Final = re.compile(r"(?:^|[\s-])(?:NOREPLICAS|READONLY|MASTERDOWN
 
 def _not_writable(error: object) -> NotWritableError | None:
     """The outage ``error`` (a reply or an exception) stands for, if it is a refused write."""
-    if isinstance(error, ResponseError) and _NOT_WRITABLE.search(str(error)):
+    # redis-py raises READONLY and MASTERDOWN replies as classes of their own and
+    # drops the code from their text; a script's NOREPLICAS keeps it.
+    if isinstance(error, (ReadOnlyError, MasterDownError)) or (
+        isinstance(error, ResponseError) and _NOT_WRITABLE.search(str(error))
+    ):
         lost = NotWritableError(str(error))
         lost.__cause__ = error
         return lost

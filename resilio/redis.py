@@ -125,7 +125,9 @@ class _Plan:
 
     # Keys are cached per user key, up to this many; the cache starts afresh when
     # full. Building them (hash tag, f-string, encode) costs more than a lookup.
+    # Longer user keys are built per call, so the cache holds at most a few MB.
     KEYS_CACHED: Final = 4096
+    LONGEST_CACHED: Final = 256
 
     def __init__(self, limits: Sequence[Algorithm]) -> None:
         suffixes: list[str] = []
@@ -138,6 +140,11 @@ class _Plan:
             if kind == "o":
                 suffixes.append(f"}}:{limit.name}:total")
             words += [kind, *map(str, limit.params)]
+        if len(suffixes) > _LimiterRunner.MOST_KEYS:
+            raise ValueError(
+                f"a RedisStore decides on at most {_LimiterRunner.MOST_KEYS} keys at once "
+                f"(a sliding log takes two); these limits take {len(suffixes)}"
+            )
         self.suffixes = tuple(suffixes)
         spec = " ".join(words)
         self.consume = f" {_CONSUME.decode()} {spec}".encode()
@@ -175,25 +182,32 @@ class _LimiterRunner(AsyncScriptRunner):
 
     __slots__ = ()
 
-    _MOST: Final = 1000  # decisions per call, so Redis is never busy for long
+    # Keys per script call: Redis is never busy for long, and the reply (one
+    # status line, at most about 53 bytes per limit) stays below the 64 KiB
+    # that redis.asyncio reads as one line.
+    MOST_KEYS: Final = 1000
 
     async def send_batch(self, calls: list[tuple[Sequence[Key], Sequence[Arg]]]) -> list[Any]:
         """See `AsyncScriptRunner.send_batch`."""
         if isinstance(self._client, redis.asyncio.cluster.RedisCluster):
             return await super().send_batch(calls)
         replies: list[Any] = []
-        for start in range(0, len(calls), self._MOST):
-            keys: list[Key] = []
-            args: list[Arg] = [b"*"]
-            for call_keys, call_args in calls[start : start + self._MOST]:
-                keys += call_keys
-                args.append(len(call_keys))
-                args += call_args
-                if len(call_args) == 1:
-                    args.append(_SERVER_TIME)
-            reply = await run_script_async(self._client, self.script, keys, args)
-            replies += reply.split(b"," if isinstance(reply, bytes) else ",")
-        return replies
+        keys: list[Key] = []
+        args: list[Arg] = [b"*"]
+        for call_keys, call_args in calls:
+            if keys and len(keys) + len(call_keys) > self.MOST_KEYS:
+                replies += await self._send(keys, args)
+                keys, args = [], [b"*"]
+            keys += call_keys
+            args.append(len(call_keys))
+            args += call_args
+            if len(call_args) == 1:
+                args.append(_SERVER_TIME)
+        return replies + await self._send(keys, args)
+
+    async def _send(self, keys: list[Key], args: list[Arg]) -> list[Any]:
+        reply = await run_script_async(self._client, self.script, keys, args)
+        return reply.split(b"," if isinstance(reply, bytes) else ",")  # type: ignore[no-any-return]
 
 
 def _hash_tag(key: str) -> str:
@@ -340,6 +354,10 @@ class RedisStore:
         plan = self._plans.get(limits) if limits.__class__ is tuple else None
         return plan if plan is not None else self._plan(limits)
 
+    def _check_limits(self, limits: Sequence[Algorithm]) -> None:
+        """Refuse, when a limiter is built, limits this store could not decide."""
+        self._plan_for(limits)
+
     def _plan(self, limits: Sequence[Algorithm]) -> _Plan:
         for limit in limits:
             seen = self._names.setdefault(limit.name, (limit.kind, limit.params))
@@ -354,12 +372,16 @@ class RedisStore:
     def _keys(self, plan: _Plan, key: str) -> tuple[bytes, ...]:
         keys = plan.keys.get(key)
         if keys is None:
-            head = f"{self._prefix}{{{_hash_tag(key)}"
+            # The str itself, not how a subclass formats: Plan.FREE of a
+            # `class Plan(str, Enum)` equals "free" and must use the same keys.
+            text = key if key.__class__ is str else str.__str__(key)
+            head = f"{self._prefix}{{{_hash_tag(text)}"
             encoding, errors = self._encoding
             keys = tuple((head + suffix).encode(encoding, errors) for suffix in plan.suffixes)
-            if len(plan.keys) >= plan.KEYS_CACHED:
-                plan.keys.clear()
-            plan.keys[key] = keys
+            if len(text) <= plan.LONGEST_CACHED:
+                if len(plan.keys) >= plan.KEYS_CACHED:
+                    plan.keys.clear()
+                plan.keys[text] = keys
         return keys
 
     def _args(self, plan: _Plan, cost: int, now: int, mode: bytes) -> tuple[bytes, ...]:

@@ -218,7 +218,7 @@ def test_a_store_can_be_shared_by_limiters(store: Store) -> None:
     assert second.try_acquire("k", 1).allowed
     assert not first.try_acquire("k").allowed
     with pytest.raises(ValueError, match="share the name"):
-        # Refused when built on a memory store, at the first decision elsewhere.
+        # Refused when built on a memory or Redis store, at the first decision elsewhere.
         TokenBucket(rate=1, store=store, clock=clock, name="shared").try_acquire("k")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 from typing import Any
 
@@ -211,6 +212,36 @@ def test_the_cache_of_built_keys_stays_bounded_and_rebuilds_the_same_keys(
     assert not store.allow(limits, users[0], 1, 0)
     assert not store.allow(limits, users[-1], 1, 0)  # and a cached one, too
     assert len(list(sync_client.scan_iter(match=f"{prefix}*", count=1000))) == len(users)
+
+
+class Plan(str, enum.Enum):
+    """A str subclass that formats otherwise than its value (as str enums do)."""
+
+    FREE = "free"
+
+
+@pytest.mark.parametrize("first", ["free", Plan.FREE], ids=["str first", "subclass first"])
+def test_a_str_subclass_key_uses_the_keys_of_its_value(
+    sync_client: redis.Redis, prefix: str, first: str
+) -> None:
+    # Plan.FREE == "free", so it is one key, whichever form the cache sees first.
+    limiter = FixedWindow(limit=3, window=3600.0, store=RedisStore(sync_client, prefix=prefix))
+    second = "free" if first is Plan.FREE else Plan.FREE
+    admitted = [limiter.allow(key) for key in [first, second] * 4]
+    assert admitted.count(True) == 3
+    keys = [key.decode() for key in sync_client.scan_iter(match=f"{prefix}*")]
+    assert keys == [f"{prefix}{{free}}:{limiter.name}"]
+
+
+def test_long_keys_are_not_cached(sync_client: redis.Redis, prefix: str) -> None:
+    # The cache holds at most KEYS_CACHED short keys; a long key is built per call.
+    store = RedisStore(sync_client, prefix=prefix)
+    limiter = TokenBucket(rate=1, per=3600.0, capacity=2, store=store)
+    plan = store._plan_for(limiter._limits)
+    long = "x" * (plan.LONGEST_CACHED + 1)
+    assert [limiter.allow(long) for _ in range(3)] == [True, True, False]
+    assert [limiter.allow(long[:-1]) for _ in range(3)] == [True, True, False]
+    assert list(plan.keys) == [long[:-1]]
 
 
 # -- misuse is not an outage -------------------------------------------------------------

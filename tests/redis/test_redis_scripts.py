@@ -10,13 +10,14 @@ have sent.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 import redis
 import redis.asyncio
 
-from resilio import AllOf, FixedWindow, SlidingWindowLog, TokenBucket
+from resilio import AllOf, Decision, FixedWindow, SlidingWindowLog, TokenBucket
 from resilio._core.limiters import (
     Algorithm,
     FixedWindowAlgorithm,
@@ -25,11 +26,12 @@ from resilio._core.limiters import (
     SlidingLogAlgorithm,
     SlidingWindowAlgorithm,
 )
-from resilio._redis_scripts import run_script
-from resilio.redis import _CONSUME, _LIMITER, _LOOK, RedisStore
+from resilio._redis_scripts import NotWritableError, run_script
+from resilio.redis import _CONSUME, _LIMITER, _LOOK, RedisStore, RedisUnavailableError
 from resilio.testing import FakeClock
 
-from .conftest import Endpoint
+from .conftest import Endpoint, client_options
+from .servers import RedisServer
 
 pytestmark = pytest.mark.anyio
 
@@ -136,3 +138,76 @@ async def test_a_batch_with_the_callers_time_admits_exactly_the_limit(
         assert len(admitted) == 7
         assert sorted(decision.remaining for decision in admitted) == list(range(7))
         await limiter.reset_async("k")
+
+
+# -- refused writes and long batches ---------------------------------------------------------
+
+
+def anyio_sync(fn: Callable[[str], Decision]) -> Callable[[str], Awaitable[Decision]]:
+    """``fn`` called in the event loop's thread, awaitable like its async twin."""
+
+    async def call(key: str) -> Decision:
+        return fn(key)
+
+    return call
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_a_replica_refusing_the_write_is_an_outage_and_its_connections_are_dropped(
+    asynchronous: bool,
+) -> None:
+    # A store pointed at a replica (as a stale Sentinel answer would): READONLY,
+    # which redis-py raises as ReadOnlyError with the code word taken off.
+    with RedisServer() as master, RedisServer() as replica:
+        with replica.admin() as admin:
+            admin.execute_command("REPLICAOF", master.host, master.port)
+            admin.config_resetstat()
+        url = replica.url
+        if asynchronous:
+            client: Any = redis.asyncio.Redis.from_url(url, **client_options(asynchronous=True))
+        else:
+            client = redis.Redis.from_url(url, **client_options())
+        limiter = TokenBucket(rate=10, store=RedisStore(client, on_error="closed"))
+        decide = limiter.try_acquire_async if asynchronous else anyio_sync(limiter.try_acquire)
+        with pytest.raises(RedisUnavailableError) as caught:
+            await decide("k")
+        lost = caught.value.__cause__
+        assert isinstance(lost, NotWritableError)
+        assert isinstance(lost.__cause__, redis.exceptions.ReadOnlyError)
+        pool = client.connection_pool
+        idle = pool._available_connections
+        assert not any(connection.is_connected for connection in idle)  # the next call reconnects
+        with replica.admin() as admin:
+            calls = admin.info("commandstats")["cmdstat_evalsha"]["calls"]
+        # The async call tries once more on a fresh connection; the sync client once.
+        assert calls == (2 if asynchronous else 1)
+        if asynchronous:
+            await client.aclose()
+        else:
+            client.close()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_batch_of_many_decisions_on_many_limits_fits_in_the_reply(
+    async_client: redis.asyncio.Redis, prefix: str
+) -> None:
+    # 1001 concurrent decisions on 4 limits: 4004 limit replies, sent in script
+    # calls of at most MOST_KEYS keys, each reply one line redis.asyncio can read.
+    store = RedisStore(async_client, prefix=prefix, on_error="open")
+    parts = [FixedWindow(limit=10**6, window=3600.0, name=f"f{i}") for i in range(4)]
+    limiter = AllOf(*parts, store=store)
+    decisions = await asyncio.gather(*(limiter.try_acquire_async(f"user:{i}") for i in range(1001)))
+    assert all(decision.allowed for decision in decisions)
+    assert sorted({decision.remaining for decision in decisions}) == [10**6 - 1]
+    assert len([key async for key in async_client.scan_iter(match=f"{prefix}*")]) == 4004
+
+
+def test_more_keys_than_one_script_call_takes_are_refused_when_built(
+    sync_client: redis.Redis, prefix: str
+) -> None:
+    store = RedisStore(sync_client, prefix=prefix)
+    logs = [SlidingWindowLog(limit=5, window=60.0, name=f"log{i}") for i in range(501)]
+    with pytest.raises(ValueError, match=r"at most 1000 keys at once .* these limits take 1002"):
+        AllOf(*logs, store=store)
+    AllOf(*logs[:500], store=store)  # 1000 keys: accepted

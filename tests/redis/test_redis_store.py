@@ -107,7 +107,7 @@ def test_limits_with_one_name_must_agree(sync_client: redis.Redis, prefix: str) 
     FixedWindow(limit=3, window=3600.0, name="shared", store=store).try_acquire("k")
     assert FixedWindow(limit=3, window=3600.0, name="shared", store=store).try_acquire("k")
     with pytest.raises(ValueError, match="share the name"):
-        TokenBucket(rate=1, name="shared", store=store).try_acquire("k")
+        TokenBucket(rate=1, name="shared", store=store)  # refused when built
 
 
 # -- keys ----------------------------------------------------------------------
