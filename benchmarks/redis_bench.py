@@ -1,9 +1,11 @@
 """Redis decisions against the raw round trips of the same redis-py client.
 
 Per call, sequentially, with the sync and the async client: PING, EVALSHA of a
-trivial script, EVALSHA of resilio's limiter script with exactly the keys and
-arguments a decision sends (the raw round trip of a decision, without
-resilio's Python), and a ``TokenBucket.try_acquire`` on a ``RedisStore``. The
+trivial script, EVALSHA of a floor script (`FLOOR_SCRIPT`: the server's clock
+and one key read and written, no algorithm), EVALSHA of resilio's limiter
+script with exactly the keys and arguments a decision sends (the raw round
+trip of a decision, without resilio's Python), and a
+``TokenBucket.try_acquire`` on a ``RedisStore``. The
 cases run in turns, round after round, so that noise hits all alike; ratios
 are taken within a round. Then async throughput: decisions per second with 1,
 10 and 100 concurrent tasks, next to the raw script call from 100 tasks.
@@ -21,7 +23,17 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-CASES = ("PING", "EVALSHA trivial", "EVALSHA limiter script", "decision")
+CASES = ("PING", "EVALSHA trivial", "EVALSHA floor script", "EVALSHA limiter script", "decision")
+# The least a decision on the server's clock does: read the clock, read one key,
+# write it back with a TTL, answer a status line. No algorithm; the floor of
+# what any such decision costs the server and the client beyond `return 1`.
+FLOOR_SCRIPT = """
+local now = redis.call('TIME')
+local state = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], state or now[1], 'PX', '60000')
+return {ok = '1 0 0 0'}
+"""
+FLOOR_KEY = b"resilio:{bench}:floor"
 
 __all__ = ["CASES", "redis_benchmarks"]
 
@@ -54,6 +66,7 @@ def _sync(url: str, calls: int, rounds: int) -> list[dict[str, float]]:
 
     client = redis.Redis.from_url(url, socket_timeout=2.0)
     trivial = client.script_load("return 1")
+    floor = client.script_load(FLOOR_SCRIPT)
     store = RedisStore(client)
     limiter = TokenBucket(rate=1e6, per=1.0, capacity=10**9, store=store)
     limiter.try_acquire("bench")
@@ -62,6 +75,7 @@ def _sync(url: str, calls: int, rounds: int) -> list[dict[str, float]]:
     cases: dict[str, Callable[[], object]] = {
         "PING": client.ping,
         "EVALSHA trivial": lambda: client.evalsha(trivial, 0),
+        "EVALSHA floor script": lambda: client.evalsha(floor, 1, FLOOR_KEY),
         "EVALSHA limiter script": lambda: client.evalsha(sha, len(keys), *keys, *args),
         "decision": lambda: limiter.try_acquire("bench"),
     }
@@ -80,6 +94,7 @@ async def _async(
 
     client = redis.asyncio.Redis.from_url(url, socket_timeout=2.0, max_connections=200)
     trivial = await client.script_load("return 1")
+    floor = await client.script_load(FLOOR_SCRIPT)
     store = RedisStore(client)
     limiter = TokenBucket(rate=1e6, per=1.0, capacity=10**9, store=store)
     await limiter.try_acquire_async("bench")
@@ -92,6 +107,7 @@ async def _async(
     cases: dict[str, Callable[[], Awaitable[object]]] = {
         "PING": client.ping,
         "EVALSHA trivial": lambda: client.evalsha(trivial, 0),  # type: ignore[dict-item]
+        "EVALSHA floor script": lambda: client.evalsha(floor, 1, FLOOR_KEY),  # type: ignore[dict-item]
         "EVALSHA limiter script": raw,
         "decision": lambda: limiter.try_acquire_async("bench"),
     }

@@ -228,6 +228,11 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
                 "decision_vs_trivial": _per_round(
                     rounds, lambda r: r["decision"] / r["EVALSHA trivial"]
                 ),
+                "floor_vs_trivial": _per_round(
+                    rounds, lambda r: r["EVALSHA floor script"] / r["EVALSHA trivial"]
+                )
+                if "EVALSHA floor script" in rounds[0]
+                else None,
             }
             # The round trip read two ways: the same script called raw (what
             # resilio's Python adds), and a trivial script (what the decision costs).
@@ -412,6 +417,12 @@ def _redis_tables(group: dict[str, Any]) -> str:
         f"{_spread(group['sync']['decision_vs_trivial'], 'x')} | "
         f"{_spread(group['async']['decision_vs_trivial'], 'x')} |"
     )
+    if group["sync"].get("floor_vs_trivial") is not None:
+        lines.append(
+            f"| floor script / trivial EVALSHA | "
+            f"{_spread(group['sync']['floor_vs_trivial'], 'x')} | "
+            f"{_spread(group['async']['floor_vs_trivial'], 'x')} |"
+        )
     lines += ["", "| async throughput | per second |", "|---|---:|"]
     for label, rate in group["throughput"].items():
         lines.append(f"| {label} | {rate:,.0f} |")
@@ -517,6 +528,8 @@ def markdown(document: dict[str, Any]) -> str:
             "", "## Redis", "",
             f"Redis {meta['redis_version']} on loopback ({meta['server']}), redis-py"
             f" {meta['redis_py']}. Sequential calls of the same client: PING, a trivial script,"
+            " a floor script (it reads the server's clock and one key and writes the key back"
+            " with a TTL, with no algorithm: the least a decision on server time costs),"
             " the limiter script called raw with exactly the keys and arguments a decision"
             " sends, and a `TokenBucket.try_acquire` on a `RedisStore` (server time). Async"
             " throughput: decisions per second from concurrent tasks on one key.", "",
