@@ -35,6 +35,7 @@ __all__ = [
     "client_encoding",
     "client_flavour",
     "client_timeout",
+    "recover_async",
     "run_script",
     "run_script_async",
 ]
@@ -176,30 +177,44 @@ async def run_script_async(
     is retried once too, after the idle connections were dropped: under
     Sentinel the fresh connection may reach the new master.
     """
-    numkeys = b"%d" % len(keys)
+    try:
+        return await client.execute_command(
+            "EVALSHA", script.sha_bytes, b"%d" % len(keys), *keys, *args
+        )
+    except (ResponseError, RedisConnectionError) as error:
+        return await recover_async(client, script, keys, args, error)
+
+
+async def recover_async(
+    client: Any, script: Script, keys: Sequence[Key], args: Sequence[Arg], error: Exception
+) -> Any:
+    """Go on from a first EVALSHA of ``script`` that failed with ``error``, as `run_script_async`.
+
+    Apart so that a caller on the hot path (`AsyncScriptRunner`) can send the
+    first EVALSHA itself: a coroutine frame costs most of a microsecond there.
+    """
     retried = False
     while True:
-        # One loop, not a helper called twice: a coroutine frame costs about a
-        # microsecond per call here, in the hot path of every async decision.
+        if isinstance(error, NoScriptError):
+            command: str = "EVAL"
+            body: str | bytes = script.source
+        else:
+            if not isinstance(error, RedisConnectionError):
+                lost = _not_writable(error)
+                if lost is None:
+                    raise error
+                if (pool := _pool(client)) is not None:
+                    await pool.disconnect(inuse_connections=False)
+                if retried:
+                    raise lost from error
+            elif retried:
+                raise error
+            retried = True
+            command, body = "EVALSHA", script.sha_bytes
         try:
-            try:
-                return await client.execute_command(
-                    "EVALSHA", script.sha_bytes, numkeys, *keys, *args
-                )
-            except NoScriptError:
-                return await client.execute_command("EVAL", script.source, len(keys), *keys, *args)
-        except ResponseError as error:
-            lost = _not_writable(error)
-            if lost is None:
-                raise
-            if (pool := _pool(client)) is not None:
-                await pool.disconnect(inuse_connections=False)
-            if retried:
-                raise lost from error
-        except RedisConnectionError:
-            if retried:
-                raise
-        retried = True
+            return await client.execute_command(command, body, b"%d" % len(keys), *keys, *args)
+        except (ResponseError, RedisConnectionError) as again:
+            error = again
 
 
 Call = tuple[Sequence[Key], Sequence[Arg], "asyncio.Future[Any]"]
@@ -247,7 +262,14 @@ class AsyncScriptRunner:
             return await future
         self._busy = True
         try:
-            return await run_script_async(self._client, self.script, keys, args)
+            # run_script_async, written out: one coroutine frame less per decision.
+            script = self.script
+            try:
+                return await self._client.execute_command(
+                    "EVALSHA", script.sha_bytes, b"%d" % len(keys), *keys, *args
+                )
+            except (ResponseError, RedisConnectionError) as error:
+                return await recover_async(self._client, script, keys, args, error)
         finally:
             self._release()
 
