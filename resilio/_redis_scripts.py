@@ -186,35 +186,45 @@ async def run_script_async(
 
 
 async def recover_async(
-    client: Any, script: Script, keys: Sequence[Key], args: Sequence[Arg], error: Exception
+    client: Any,
+    script: Script,
+    keys: Sequence[Key],
+    args: Sequence[Arg],
+    error: Exception,
+    *,
+    retried: bool = False,
 ) -> Any:
-    """Go on from a first EVALSHA of ``script`` that failed with ``error``, as `run_script_async`.
+    """Go on from an EVALSHA of ``script`` that failed with ``error``, as `run_script_async`.
 
     Apart so that a caller on the hot path (`AsyncScriptRunner`) can send the
     first EVALSHA itself: a coroutine frame costs most of a microsecond there.
+    Each step runs inside the handler of the error before it, so the error
+    raised in the end chains every one that led to it. ``retried``: the one
+    retry after a dropped connection or a refused write is spent.
     """
-    retried = False
-    while True:
-        if isinstance(error, NoScriptError):
-            command: str = "EVAL"
-            body: str | bytes = script.source
-        else:
-            if not isinstance(error, RedisConnectionError):
-                lost = _not_writable(error)
-                if lost is None:
-                    raise error
-                if (pool := _pool(client)) is not None:
-                    await pool.disconnect(inuse_connections=False)
-                if retried:
-                    raise lost from error
-            elif retried:
-                raise error
-            retried = True
-            command, body = "EVALSHA", script.sha_bytes
+    if isinstance(error, NoScriptError):
         try:
-            return await client.execute_command(command, body, b"%d" % len(keys), *keys, *args)
+            return await client.execute_command("EVAL", script.source, len(keys), *keys, *args)
+        except NoScriptError:
+            raise  # EVAL carries the script: a server that still says NOSCRIPT is not Redis
         except (ResponseError, RedisConnectionError) as again:
-            error = again
+            return await recover_async(client, script, keys, args, again, retried=retried)
+    if not isinstance(error, RedisConnectionError):
+        lost = _not_writable(error)
+        if lost is None:
+            raise error
+        if (pool := _pool(client)) is not None:
+            await pool.disconnect(inuse_connections=False)
+        if retried:
+            raise lost from error
+    elif retried:
+        raise error
+    try:
+        return await client.execute_command(
+            "EVALSHA", script.sha_bytes, b"%d" % len(keys), *keys, *args
+        )
+    except (ResponseError, RedisConnectionError) as again:
+        return await recover_async(client, script, keys, args, again, retried=True)
 
 
 Call = tuple[Sequence[Key], Sequence[Arg], "asyncio.Future[Any]"]
@@ -317,20 +327,30 @@ class AsyncScriptRunner:
         """Run several calls in one round trip; return their replies (or errors), in order.
 
         This sends a pipeline of EVALSHA (EVAL for those that met NOSCRIPT).
-        A subclass may do better when its script can take many calls at once.
+        Calls whose write was refused are sent once more after the idle
+        connections were dropped, as `run_script_async` does. A subclass may
+        do better when its script can take many calls at once.
         """
+        replies = await self._run_all(calls)
+        refused = [i for i, reply in enumerate(replies) if _not_writable(reply) is not None]
+        if refused and (pool := _pool(self._client)) is not None:
+            await pool.disconnect(inuse_connections=False)
+            again = await self._run_all([calls[i] for i in refused])
+            for i, reply in zip(refused, again, strict=True):
+                replies[i] = reply
+        lost = [_not_writable(reply) for reply in replies]
+        return [
+            reply if error is None else error for reply, error in zip(replies, lost, strict=True)
+        ]
+
+    async def _run_all(self, calls: list[tuple[Sequence[Key], Sequence[Arg]]]) -> list[Any]:
         replies = await self._pipeline(calls, "EVALSHA", self.script.sha_bytes)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
             again = await self._pipeline([calls[i] for i in missing], "EVAL", self.script.source)
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
-        lost = [_not_writable(reply) for reply in replies]
-        if any(lost) and (pool := _pool(self._client)) is not None:
-            await pool.disconnect(inuse_connections=False)
-        return [
-            reply if error is None else error for reply, error in zip(replies, lost, strict=True)
-        ]
+        return replies
 
     async def _pipeline(
         self, calls: list[tuple[Sequence[Key], Sequence[Arg]]], command: str, script: str | bytes

@@ -276,7 +276,10 @@ class RedisStore:
         "_recovery_time",
         "_runner",
         "_server_time",
+        "_signatures",
     )
+
+    _PLANS_CACHED: Final = 4096  # sets of limit objects looked up directly
 
     def __init__(
         self,
@@ -326,6 +329,7 @@ class RedisStore:
         self._server_time = time_source == "server"
         self._fallback: Store | None = MemoryStore() if on_error == "local" else None
         self._plans: dict[tuple[Algorithm, ...], _Plan] = {}
+        self._signatures: dict[tuple[tuple[str, str, tuple[int, ...]], ...], _Plan] = {}
         self._names: dict[str, tuple[str, tuple[int, ...]]] = {}
         self._down_until = 0.0
         self._last_error: BaseException | None = None
@@ -359,14 +363,26 @@ class RedisStore:
         self._plan_for(limits)
 
     def _plan(self, limits: Sequence[Algorithm]) -> _Plan:
-        for limit in limits:
-            seen = self._names.setdefault(limit.name, (limit.kind, limit.params))
-            if seen != (limit.kind, limit.params):
-                raise ValueError(
-                    f"two different limits share the name {limit.name!r} in one store: "
-                    "give each limiter its own name="
-                )
-        plan = self._plans[tuple(limits)] = _Plan(limits)
+        # Plans are found by the limit objects on the hot path, and kept by what
+        # the limits are: a limiter rebuilt per request shares one plan (and its
+        # cache of keys), and the map by objects stays bounded.
+        signature = tuple((limit.kind, limit.name, limit.params) for limit in limits)
+        plan = self._signatures.get(signature)
+        if plan is None:
+            for limit in limits:
+                seen = self._names.get(limit.name, (limit.kind, limit.params))
+                if seen != (limit.kind, limit.params):
+                    raise ValueError(
+                        f"two different limits share the name {limit.name!r} in one store: "
+                        "give each limiter its own name="
+                    )
+            plan = _Plan(limits)  # may refuse the limits: then nothing is registered
+            for limit in limits:
+                self._names[limit.name] = (limit.kind, limit.params)
+            self._signatures[signature] = plan
+        if len(self._plans) >= self._PLANS_CACHED:
+            self._plans.clear()
+        self._plans[tuple(limits)] = plan
         return plan
 
     def _keys(self, plan: _Plan, key: str) -> tuple[bytes, ...]:

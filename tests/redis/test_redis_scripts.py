@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 
 from resilio import AllOf, Decision, FixedWindow, SlidingWindowLog, TokenBucket
 from resilio._core.limiters import (
@@ -26,7 +28,12 @@ from resilio._core.limiters import (
     SlidingLogAlgorithm,
     SlidingWindowAlgorithm,
 )
-from resilio._redis_scripts import NotWritableError, run_script
+from resilio._redis_scripts import (
+    AsyncScriptRunner,
+    NotWritableError,
+    run_script,
+    run_script_async,
+)
 from resilio.redis import _CONSUME, _LIMITER, _LOOK, RedisStore, RedisUnavailableError
 from resilio.testing import FakeClock
 
@@ -214,3 +221,97 @@ def test_more_keys_than_one_script_call_takes_are_refused_when_built(
     with pytest.raises(ValueError, match=r"at most 1000 keys at once .* these limits take 1002"):
         AllOf(*logs, store=store)
     AllOf(*logs[:500], store=store)  # 1000 keys: accepted
+
+
+class ScriptedClient:
+    """A stand-in for a server that answers with the given errors, then succeeds.
+
+    Only for what no real Redis does (an EVAL answered with NOSCRIPT), or to
+    line up several failures of one call deterministically.
+    """
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.commands: list[str] = []
+
+    async def execute_command(self, command: str, *args: object) -> object:
+        self.commands.append(command)
+        if self.errors:
+            raise self.errors.pop(0)
+        return b"ok"
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_server_answering_eval_with_noscript_gets_no_endless_reload() -> None:
+    client = ScriptedClient(*(NoScriptError("NOSCRIPT") for _ in range(100)))
+    with pytest.raises(NoScriptError):
+        await run_script_async(client, _LIMITER, [b"k"], [b"1"])
+    assert client.commands == ["EVALSHA", "EVAL"]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_error_raised_after_the_retry_chains_every_error_before_it() -> None:
+    failures = [
+        NoScriptError("NOSCRIPT"),
+        RedisConnectionError("dropped while sending EVAL"),
+        NoScriptError("NOSCRIPT on the fresh connection"),
+        RedisConnectionError("dropped again"),
+    ]
+    client = ScriptedClient(*failures)
+    with pytest.raises(RedisConnectionError) as caught:
+        await run_script_async(client, _LIMITER, [b"k"], [b"1"])
+    chain: list[BaseException] = []
+    error: BaseException | None = caught.value
+    while error is not None:
+        chain.append(error)
+        error = error.__context__
+    assert chain == failures[::-1]
+    assert client.commands == ["EVALSHA", "EVAL", "EVALSHA", "EVAL"]
+    # And a call that recovers returns the reply.
+    assert await run_script_async(ScriptedClient(*failures[:3]), _LIMITER, [b"k"], []) == b"ok"
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_batch_refused_by_a_replica_is_sent_once_more_then_reported(
+    prefix: str,
+) -> None:
+    # The pipeline path of AsyncScriptRunner (the breaker's batches) handles a
+    # refused write as a lone call does: connections dropped, one more try.
+    with RedisServer() as master, RedisServer() as replica:
+        with replica.admin() as admin:
+            admin.execute_command("REPLICAOF", master.host, master.port)
+            admin.config_resetstat()
+        client = redis.asyncio.Redis.from_url(replica.url, **client_options(asynchronous=True))
+        runner = AsyncScriptRunner(client, _LIMITER)
+        plan = RedisStore(client, prefix=prefix)._plan_for((LIMITS[0],))
+        calls = [([f"{prefix}{{u{i}}}".encode()], [b"1" + plan.consume]) for i in range(3)]
+        replies = await runner.send_batch(calls)
+        assert all(isinstance(reply, NotWritableError) for reply in replies)
+        with replica.admin() as admin:
+            stats = admin.info("commandstats")["cmdstat_evalsha"]["calls"]
+        assert stats == 6  # each call twice
+        await client.aclose()
+
+
+def test_limits_refused_when_built_leave_their_names_free(
+    sync_client: redis.Redis, prefix: str
+) -> None:
+    store = RedisStore(sync_client, prefix=prefix)
+    logs = [SlidingWindowLog(limit=5, window=60.0, name=f"n{i}") for i in range(501)]
+    with pytest.raises(ValueError, match="at most 1000 keys"):
+        AllOf(*logs, store=store)
+    assert TokenBucket(rate=3, name="n0", store=store).try_acquire("k").allowed
+
+
+def test_a_limiter_rebuilt_per_request_shares_one_plan(
+    sync_client: redis.Redis, prefix: str
+) -> None:
+    store = RedisStore(sync_client, prefix=prefix)
+    for i in range(RedisStore._PLANS_CACHED + 100):
+        limiter = TokenBucket(rate=1, per=3600.0, capacity=100, name="per-request", store=store)
+        if i % 500 == 0:
+            assert limiter.try_acquire("k").allowed
+    assert len(store._signatures) == 1
+    assert len(store._plans) <= RedisStore._PLANS_CACHED
+    # Every rebuilt limiter counted on one key: 9 taken, and peek's own cost of 1.
+    assert limiter.peek("k").remaining == 100 - 9 - 1
