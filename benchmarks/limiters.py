@@ -76,7 +76,8 @@ def floor(decision: bool) -> Callable[[str, int], Any]:
     `try_acquire` reports. No checks, no events, no clock swaps, no
     sweeping: not a limiter anybody should use, but the cost below which no
     pure-Python decision that takes a lock and reads a clock can go on the
-    machine at hand.
+    machine at hand. The two forms repeat each other on purpose: a helper
+    they shared would add the very call the floor leaves out.
     """
     from resilio import Decision
 

@@ -10,7 +10,8 @@ have sent.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -159,6 +160,16 @@ def anyio_sync(fn: Callable[[str], Decision]) -> Callable[[str], Awaitable[Decis
     return call
 
 
+@contextlib.contextmanager
+def a_replica() -> Iterator[RedisServer]:
+    """A server of this test's own that replicates another: it refuses writes."""
+    with RedisServer() as master, RedisServer() as replica:
+        with replica.admin() as admin:
+            admin.execute_command("REPLICAOF", master.host, master.port)
+            admin.config_resetstat()
+        yield replica
+
+
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
 async def test_a_replica_refusing_the_write_is_an_outage_and_its_connections_are_dropped(
@@ -166,10 +177,7 @@ async def test_a_replica_refusing_the_write_is_an_outage_and_its_connections_are
 ) -> None:
     # A store pointed at a replica (as a stale Sentinel answer would): READONLY,
     # which redis-py raises as ReadOnlyError with the code word taken off.
-    with RedisServer() as master, RedisServer() as replica:
-        with replica.admin() as admin:
-            admin.execute_command("REPLICAOF", master.host, master.port)
-            admin.config_resetstat()
+    with a_replica() as replica:
         url = replica.url
         if asynchronous:
             client: Any = redis.asyncio.Redis.from_url(url, **client_options(asynchronous=True))
@@ -277,10 +285,7 @@ async def test_a_batch_refused_by_a_replica_is_sent_once_more_then_reported(
 ) -> None:
     # The pipeline path of AsyncScriptRunner (the breaker's batches) handles a
     # refused write as a lone call does: connections dropped, one more try.
-    with RedisServer() as master, RedisServer() as replica:
-        with replica.admin() as admin:
-            admin.execute_command("REPLICAOF", master.host, master.port)
-            admin.config_resetstat()
+    with a_replica() as replica:
         client = redis.asyncio.Redis.from_url(replica.url, **client_options(asynchronous=True))
         runner = AsyncScriptRunner(client, _LIMITER)
         plan = RedisStore(client, prefix=prefix)._plan_for((LIMITS[0],))
