@@ -81,6 +81,16 @@ def _duration_us(name: str, seconds: object) -> int:
     return micros
 
 
+def _too_long(wait: float, left: float) -> bool:
+    """Whether waiting ``wait`` seconds ends after ``left`` seconds, at the limiters' resolution.
+
+    Both compare in whole microseconds: a deadline minus the time is a float
+    difference of two large numbers, and its rounding error must not turn a
+    wait that ends exactly at the deadline into a timeout.
+    """
+    return wait > left and round(wait * US) > round(left * US)
+
+
 def _check_timeout(timeout: float | None) -> float:
     if timeout is None:
         return math.inf
@@ -410,7 +420,7 @@ class RateLimiter(Strategy):
 
     def _doomed(self, key: str, cost: int, decision: Decision, budget: float) -> bool:
         """Whether waiting is certain to fail: too long for ``budget``, or the line is full."""
-        if decision[2] > budget or budget == 0:
+        if budget == 0 or _too_long(decision[2], budget):
             return True
         return (
             self._max_queued is not None and self._lines.queued_cost(key) + cost > self._max_queued
@@ -486,7 +496,7 @@ class RateLimiter(Strategy):
                     if self._listeners or _events.global_listeners:
                         self._emit(EventKind.LIMITER_WAITED, clock, key, clock.now() - start)
                     return decision
-                if decision[2] > waiter.deadline - clock.now():
+                if _too_long(decision[2], waiter.deadline - clock.now()):
                     raise self._exceeded(key, cost, decision[2], clock)
                 clock.sleep(self._pause(key, decision[2], clock, real_clock))
         finally:
@@ -546,7 +556,7 @@ class RateLimiter(Strategy):
                     if self._listeners or _events.global_listeners:
                         self._emit(EventKind.LIMITER_WAITED, clock, key, clock.now() - start)
                     return decision
-                if decision[2] > waiter.deadline - clock.now():
+                if _too_long(decision[2], waiter.deadline - clock.now()):
                     raise self._exceeded(key, cost, decision[2], clock)
                 await clock.sleep_async(self._pause(key, decision[2], clock, real_clock))
         finally:

@@ -309,6 +309,26 @@ def test_waits_disabled_admit_without_sleeping(store: Store) -> None:
     assert clock.sleeps == []
 
 
+async def test_a_wait_ending_exactly_at_the_timeout_is_admitted(store: Store) -> None:
+    """A deadline minus the time rounds (here to 516.99999994 µs): waits compare in whole µs."""
+    clock = FakeClock(start=1000.0)
+    limiter = TokenBucket(rate=1000, per=1.0, capacity=1, store=store, clock=clock)
+    assert await limiter.try_acquire_async("k")
+    clock.advance(0.000483)
+    assert (clock.now() + 0.000517) - clock.now() < 0.000517  # the rounding this is about
+    assert (await limiter.acquire_async("k", 1, 0.000517)).allowed
+    assert clock.now() == 1000.001
+
+
+def test_a_thread_waiting_exactly_until_the_timeout_is_admitted(store: Store) -> None:
+    clock = FakeClock(start=1000.0)
+    limiter = TokenBucket(rate=1000, per=1.0, capacity=1, store=store, clock=clock)
+    assert limiter.try_acquire("k")
+    clock.advance(0.000483)
+    assert limiter.acquire("k", 1, 0.000517).allowed
+    assert clock.now() == 1000.001
+
+
 def test_enclosing_timeout_bounds_the_wait(fake_clock: FakeClock, store: Store) -> None:
     import resilio
 
