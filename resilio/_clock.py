@@ -7,7 +7,9 @@ default is the monotonic clock with real sleeps; tests swap it globally (see
 
 from __future__ import annotations
 
+import threading
 import time
+import weakref
 from typing import Protocol, runtime_checkable
 
 __all__ = ["Clock", "SystemClock", "runtime"]
@@ -64,28 +66,50 @@ class _Runtime:
         waits_enabled: When false, retry and limiter waits are skipped
             (the delays are still computed and reported).
         retries_enabled: When false, every retry policy makes one attempt.
-        version: Grows by one whenever any setting here or the set of global
-            event listeners changes.
     """
 
-    __slots__ = ("clock", "retries_enabled", "version", "waits_enabled")
+    __slots__ = ("_changing", "_watchers", "clock", "retries_enabled", "waits_enabled")
+
+    _changing: threading.RLock
+    _watchers: weakref.WeakSet[Watcher]
 
     def __init__(self) -> None:
-        self.version = 0
+        object.__setattr__(self, "_changing", threading.RLock())
+        object.__setattr__(self, "_watchers", weakref.WeakSet())
         self.clock: Clock = SystemClock()
         self.waits_enabled = True
         self.retries_enabled = True
 
     def __setattr__(self, name: str, value: object) -> None:
-        # Every change counts, so the hottest paths can cache what they read here
-        # and look again only when `version` moved (see `changed`).
-        object.__setattr__(self, name, value)
-        if name != "version":
+        with self._changing:
+            object.__setattr__(self, name, value)
             self.changed()
 
+    def watch(self, watcher: Watcher) -> None:
+        """Call ``watcher._runtime_changed()`` now and after every change, while it lives.
+
+        So the hottest paths may fix what they read here (the clock, whether
+        anybody listens) instead of reading it on every call.
+        """
+        with self._changing:
+            self._watchers.add(watcher)
+            watcher._runtime_changed()
+
     def changed(self) -> None:
-        """Count a change of a process-wide setting (the clock, global listeners...)."""
-        object.__setattr__(self, "version", self.version + 1)
+        """Tell every watcher that a process-wide setting changed (the clock, global listeners...).
+
+        Changes are told one at a time and in order, so the last a watcher
+        hears of is the latest.
+        """
+        with self._changing:
+            for watcher in list(self._watchers):
+                watcher._runtime_changed()
+
+
+class Watcher(Protocol):
+    """What `_Runtime.watch` takes: an object that follows process-wide settings."""
+
+    def _runtime_changed(self) -> None: ...
 
 
 runtime = _Runtime()

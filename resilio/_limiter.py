@@ -16,7 +16,7 @@ from typing import Any, Final, Literal, ParamSpec, TypeVar
 
 import anyio
 
-from . import _events
+from . import _events, _inline
 from ._clock import Clock, SystemClock, runtime
 from ._context import deadline_var
 from ._core.limiters import (
@@ -140,6 +140,7 @@ class RateLimiter(Strategy):
     __slots__ = (
         # A limiter of one limit in memory keeps its decision methods here (see __init__).
         "__dict__",
+        "__weakref__",  # runtime calls it back while it lives
         "_clock",
         "_clock_seen",
         "_limits",
@@ -171,7 +172,8 @@ class RateLimiter(Strategy):
         names = [limit.name for limit in self._limits]
         if len(set(names)) != len(names):
             raise ValueError(f"limits combined in one limiter need distinct names, got {names}")
-        if store is not None and not isinstance(store, Store):
+        # A protocol check costs microseconds: limiters built per request skip it for memory.
+        if store is not None and type(store) is not MemoryStore and not isinstance(store, Store):
             raise TypeError(f"store= takes a resilio.stores.Store, got {store!r}")
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(f"clock= takes a resilio Clock, got {clock!r}")
@@ -182,8 +184,8 @@ class RateLimiter(Strategy):
         self._store: Store = MemoryStore() if store is None else store
         self._own_store = store is not None  # AllOf keeps a part's chosen store
         self._clock = clock
-        # The clock of the latest decision, in a list the inline decisions share.
-        self._clock_seen: list[Clock] = [clock or runtime.clock]
+        # The clock of the latest decision.
+        self._clock_seen: Clock = clock or runtime.clock
         self._listeners = validate_listeners(listeners)
         self._timeout = timeout
         self._max_cost = min(limit.capacity for limit in self._limits)
@@ -195,13 +197,14 @@ class RateLimiter(Strategy):
         store = self._store
         self._memory = type(store) is MemoryStore
         if isinstance(store, MemoryStore):
-            store._use_clock(self._limits, self._clock_seen[0])
+            store._use_clock(self._limits, self._clock_seen)
         elif (check := getattr(store, "_check_limits", None)) is not None:
             check(self._limits)  # RedisStore: kinds, names and key count, refused now
-        if self._memory and isinstance(store, MemoryStore) and len(self._limits) == 1:
-            # The hottest path in resilio: these instance attributes shadow the
-            # methods of the same names with closures that do the same in one frame.
-            self.__dict__.update(_inline_decisions(self, store, self._limits[0]))
+        if self._memory and len(self._limits) == 1 and not self._listeners:
+            # The hottest path in resilio: one-frame decisions shadow the methods of
+            # the same names (see resilio._inline), built again on every change of
+            # the process-wide settings they depend on.
+            runtime.watch(self)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -231,9 +234,24 @@ class RateLimiter(Strategy):
             return _monotonic_ns() // 1000
         return round(clock.now() * US)
 
+    def _runtime_changed(self) -> None:
+        """Install the one-frame decisions for the current settings, or remove them.
+
+        Called when the limiter is built and, by `runtime`, after every change
+        of a process-wide setting: a swapped clock, a listener added or removed.
+        """
+        clock = self._current_clock()
+        if _events.global_listeners:
+            # Somebody listens: the methods emit, the one-frame decisions do not.
+            for method in _inline.METHODS:
+                self.__dict__.pop(method, None)
+            return
+        assert isinstance(self._store, MemoryStore)
+        self.__dict__.update(_inline.decisions(self, self._store, self._limits[0], clock))
+
     def _current_clock(self) -> Clock:
         clock = self._clock or runtime.clock
-        if clock is not self._clock_seen[0]:
+        if clock is not self._clock_seen:
             self._clock_changed(clock)
         return clock
 
@@ -245,7 +263,7 @@ class RateLimiter(Strategy):
         store's guard against time running backwards starts again. A store
         keeping its own time (Redis) has nothing to drop.
         """
-        self._clock_seen[0] = clock
+        self._clock_seen = clock
         if isinstance(self._store, MemoryStore):
             self._store._use_clock(self._limits, clock)
 
@@ -604,88 +622,6 @@ class RateLimiter(Strategy):
 
     async def __aexit__(self, *exc_info: object) -> None:
         return None
-
-
-def _inline_decisions(
-    limiter: RateLimiter, store: MemoryStore, limit: Algorithm
-) -> dict[str, Callable[..., Any]]:
-    """``try_acquire``, ``allow`` and ``try_acquire_async`` of ``limiter``, written out for speed.
-
-    They do what the methods of the same names do, for a limiter of one limit
-    in a `MemoryStore`, with the store's bookkeeping (see `MemoryStore._bind`)
-    inline: one Python frame and the algorithm's own, where the methods take
-    three. The clock is read under the store's lock, so decisions are made in
-    the order their times were read. What the methods look up on every call
-    (the clock in effect, whether anybody listens) is looked up again only
-    when `runtime.version` says a global setting changed.
-    """
-    # A new limiter waits its turn to sweep like the others: sweeping at once would
-    # cost every limiter built per request a pass over the whole store.
-    lock, table, countdown = store._bind(limit)
-    acquire, release = lock.acquire, lock.release
-    max_cost, listeners = limiter._max_cost, limiter._listeners
-    check_request = limiter._check_request
-    # What refresh() reads: the runtime.version it read them at, the clock in
-    # effect, whether that is the system clock, whether anybody listens.
-    version, clock, system, emitting = -1, runtime.clock, False, False
-
-    def refresh() -> None:
-        nonlocal version, clock, system, emitting
-        seen = runtime.version  # read first and stored last: a change meanwhile is seen next time
-        clock = limiter._current_clock()
-        system = type(clock) is SystemClock
-        emitting = bool(listeners or _events.global_listeners)
-        version = seen
-
-    refresh()
-
-    def inline(
-        decide: Callable[[dict[str, Any], str, int, int], R], emit: Callable[[R, Clock, str], None]
-    ) -> Callable[[str, int], R]:
-        def decision(key: str = "", cost: int = 1) -> R:
-            nonlocal countdown
-            if key.__class__ is not str or (
-                cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= max_cost)
-            ):
-                check_request(key, cost)
-            if runtime.version != version:
-                refresh()
-            # The lock's own methods: a with statement costs twice as much (~75 ns more).
-            acquire()
-            try:
-                now = _monotonic_ns() // 1000 if system else round(clock.now() * US)
-                # MemoryStore._tick, written out.
-                if now < store._now:
-                    now = store._now
-                else:
-                    store._now = now
-                countdown -= 1
-                if not countdown:
-                    countdown = store._swept(now)
-                result = decide(table, key, now, cost)
-            finally:
-                release()
-            if emitting:
-                emit(result, clock, key)
-            return result
-
-        return decision
-
-    try_acquire = inline(limit.take_in, limiter._emit_decision)
-
-    async def try_acquire_async(key: str = "", cost: int = 1) -> Decision:
-        return try_acquire(key, cost)
-
-    methods: dict[str, Callable[..., Any]] = {
-        "try_acquire": try_acquire,
-        "allow": inline(limit.admit_in, limiter._emit_admission),
-        "try_acquire_async": try_acquire_async,
-    }
-    for name, method in methods.items():
-        # Errors and introspection name the method the closure stands for.
-        method.__name__, method.__doc__ = name, getattr(RateLimiter, name).__doc__
-        method.__qualname__ = f"{type(limiter).__name__}.{name}"
-    return methods
 
 
 class LimitedCall(Strategy):

@@ -224,13 +224,14 @@ class MemoryStore:
     def _bind(self, limit: Algorithm) -> tuple[threading.Lock, dict[str, Any], int]:
         """Return the lock, ``limit``'s table of states and the operations until the next sweep.
 
-        For a caller that decides inline: the hottest path in resilio (a rate
-        limiter of one limit in memory) holds the lock, reads the clock under
-        it, applies the guard `_tick` applies, calls the algorithm's
-        ``take_in`` or ``admit_in`` on the table, and counts its operations
-        down from the number returned here, then from the one `_swept`
-        returns. Tables are never replaced once created (sweeps and resets
-        only remove keys), so the caller may hold on to this one.
+        For a caller that decides inline, the hottest path in resilio (a rate
+        limiter of one limit in memory, see ``resilio._inline``): it holds the
+        lock, reads the clock under it, applies the guard `_tick` applies,
+        runs the algorithm's ``TAKE`` or ``ADMIT`` source on the table, and
+        counts its operations down from the number returned here, then from
+        the one `_swept` returns. Tables are never replaced once created
+        (sweeps and resets only remove keys), so the caller may hold on to
+        this one.
         """
         with self._lock:
             # Binding counts as an operation of the store's own: limiters built per

@@ -19,7 +19,9 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, ClassVar, Final
+
+from .fastpath import compile_function, indent
 
 __all__ = [
     "US",
@@ -166,11 +168,27 @@ class Algorithm:
         """Whether ``state`` is back to the initial state at ``now`` and may be dropped."""
         raise NotImplementedError
 
+    # The in-memory fast paths, as the source of a function body: TAKE answers a
+    # `Decision`, ADMIT a bool. Each is compiled into the method below of the same
+    # name and, by resilio._inline, into limiters' one-frame decisions (see
+    # resilio._core.fastpath). They may use ``table``, ``key``, ``now``, ``cost``,
+    # ``self``, this module's globals, and the attributes named in FAST_LOCALS,
+    # read into local variables of the same names.
+    TAKE: ClassVar[str] = ""
+    ADMIT: ClassVar[str] = ""
+    FAST_LOCALS: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for method, source in (("take_in", "TAKE"), ("admit_in", "ADMIT")):
+            if source in cls.__dict__:
+                setattr(cls, method, _fast_method(cls, method, cls.__dict__[source]))
+
     def take_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> Decision:
         """Decide for ``key`` in ``table`` (a dict of states), consuming when allowed.
 
-        The in-memory fast path: `evaluate` then `commit` in one call. Subclasses
-        inline it; the answers are the same.
+        The in-memory fast path: `evaluate` then `commit` in one call.
+        Subclasses write it out (``TAKE``); the answers are the same.
         """
         state = table.get(key)
         allowed, remaining, retry_us, reset_us = self.evaluate(state, now, cost)
@@ -190,6 +208,24 @@ class Algorithm:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
+
+
+def fast_locals(algorithm: type[Algorithm], owner: str) -> str:
+    """The lines that read ``algorithm.FAST_LOCALS`` from ``owner`` into local variables."""
+    return "".join(f"{name} = {owner}.{name}\n" for name in algorithm.FAST_LOCALS)
+
+
+def _fast_method(algorithm: type[Algorithm], method: str, body: str) -> Any:
+    """Compile ``body`` (a TAKE or ADMIT source) into ``algorithm``'s method ``method``."""
+    source = (
+        f"def {method}(self, table, key, now, cost):\n"
+        + indent(fast_locals(algorithm, "self"), 1)
+        + indent(body, 1)
+    )
+    function = compile_function(source, method, f"{algorithm.__name__}.{method}", globals())
+    function.__qualname__ = f"{algorithm.__name__}.{method}"
+    function.__doc__ = f"See `Algorithm.{method}`; compiled from ``{method[:-3].upper()}``."
+    return function
 
 
 class GcraAlgorithm(Algorithm):
@@ -235,37 +271,29 @@ class GcraAlgorithm(Algorithm):
         tat = now if state is None or state < now else state
         return (now + self.tolerance - tat) // self.interval, tat - now
 
-    def take_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> Decision:
-        """See `Algorithm.take_in`."""
+    FAST_LOCALS = ("interval", "tolerance", "capacity")
+    TAKE = """
         state = table.get(key)
         tat = now if state is None or state < now else state
-        new_tat = tat + cost * self.interval
-        allow_at = new_tat - self.tolerance
+        new_tat = tat + cost * interval
+        allow_at = new_tat - tolerance
         if allow_at <= now:
             table[key] = new_tat
             return _new_tuple(
-                Decision,
-                (True, (now - allow_at) // self.interval, 0.0, (new_tat - now) / US, self.capacity),
+                Decision, (True, (now - allow_at) // interval, 0.0, (new_tat - now) / US, capacity)
             )
-        return _new_tuple(
-            Decision,
-            (
-                False,
-                (now + self.tolerance - tat) // self.interval,
-                (allow_at - now) / US,
-                (tat - now) / US,
-                self.capacity,
-            ),
-        )
-
-    def admit_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> bool:
-        """See `Algorithm.admit_in`."""
+        left = (now + tolerance - tat) // interval
+        retry = (allow_at - now) / US
+        return _new_tuple(Decision, (False, left, retry, (tat - now) / US, capacity))
+    """
+    ADMIT = """
         state = table.get(key)
-        new_tat = (now if state is None or state < now else state) + cost * self.interval
-        if new_tat - self.tolerance <= now:
+        new_tat = (now if state is None or state < now else state) + cost * interval
+        if new_tat - tolerance <= now:
             table[key] = new_tat
             return True
         return False
+    """
 
     def idle(self, state: int, now: int) -> bool:
         """See `Algorithm.idle`."""
@@ -310,23 +338,23 @@ class LeakyAlgorithm(Algorithm):
         """See `Algorithm.rest`."""
         return 0, 0 if state is None or state <= now else state - now
 
-    def take_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> Decision:
-        """See `Algorithm.take_in`."""
+    FAST_LOCALS = ("interval", "capacity")
+    TAKE = """
         state = table.get(key)
         if state is None or state <= now:
-            drain = cost * self.interval
+            drain = cost * interval
             table[key] = now + drain
-            return _new_tuple(Decision, (True, 0, 0.0, drain / US, self.capacity))
+            return _new_tuple(Decision, (True, 0, 0.0, drain / US, capacity))
         wait = (state - now) / US
-        return _new_tuple(Decision, (False, 0, wait, wait, self.capacity))
-
-    def admit_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> bool:
-        """See `Algorithm.admit_in`."""
+        return _new_tuple(Decision, (False, 0, wait, wait, capacity))
+    """
+    ADMIT = """
         state = table.get(key)
         if state is None or state <= now:
-            table[key] = now + cost * self.interval
+            table[key] = now + cost * interval
             return True
         return False
+    """
 
     def idle(self, state: int, now: int) -> bool:
         """See `Algorithm.idle`."""
@@ -375,9 +403,8 @@ class FixedWindowAlgorithm(Algorithm):
         used = state[1] if state is not None and state[0] >= index else 0
         return self.capacity - used, (index + 1) * self.window - now if used else 0
 
-    def take_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> Decision:
-        """See `Algorithm.take_in`."""
-        window, capacity = self.window, self.capacity
+    FAST_LOCALS = ("window", "capacity")
+    TAKE = """
         state = table.get(key)
         index = now // window
         if state is not None and state[0] >= index:
@@ -390,20 +417,20 @@ class FixedWindowAlgorithm(Algorithm):
             table[key] = (index, after)
             return _new_tuple(Decision, (True, capacity - after, 0.0, left, capacity))
         return _new_tuple(Decision, (False, capacity - used, left, left, capacity))
-
-    def admit_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> bool:
-        """See `Algorithm.admit_in`."""
+    """
+    ADMIT = """
         state = table.get(key)
-        index = now // self.window
+        index = now // window
         if state is not None and state[0] >= index:
             index, used = state
         else:
             used = 0
         used += cost
-        if used <= self.capacity:
+        if used <= capacity:
             table[key] = (index, used)
             return True
         return False
+    """
 
     def idle(self, state: tuple[int, int], now: int) -> bool:
         """See `Algorithm.idle`."""
@@ -507,9 +534,11 @@ class SlidingWindowAlgorithm(Algorithm):
         current, previous = self._counts(state, now // self.window)
         return current == 0 and previous == 0
 
-    def take_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> Decision:
-        """See `Algorithm.take_in`."""
-        window, limit = self.window, self.capacity
+    FAST_LOCALS = ("window", "capacity")
+    # Both test as `evaluate` does with the limit's products taken apart (the
+    # same answers with fewer operations on numbers that may pass 2**62), and
+    # weigh the previous window only when it counted anything.
+    TAKE = """
         state = table.get(key)
         index = now // window
         elapsed = now - index * window
@@ -522,33 +551,22 @@ class SlidingWindowAlgorithm(Algorithm):
         else:
             current = previous = 0
         after = current + cost
-        # The tests of `evaluate` with the limit's products taken apart (the same
-        # answers with fewer operations on numbers that may pass 2**62), and the
-        # previous window weighed only when it counted anything.
         if previous:
             weighted = previous * (window - elapsed)
-            fits = weighted <= (limit - after) * window
+            fits = weighted <= (capacity - after) * window
         else:
             weighted = 0
-            fits = after <= limit
+            fits = after <= capacity
         if fits:
             table[key] = (index, after, previous)
+            reset = (2 * window - elapsed) / US
             return _new_tuple(
-                Decision,
-                (
-                    True,
-                    limit - after + -weighted // window,
-                    0.0,
-                    (2 * window - elapsed) / US,
-                    limit,
-                ),
+                Decision, (True, capacity - after + -weighted // window, 0.0, reset, capacity)
             )
         _, remaining, retry_us, reset_us = self._rejected(current, previous, elapsed, cost)
-        return _new_tuple(Decision, (False, remaining, retry_us / US, reset_us / US, limit))
-
-    def admit_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> bool:
-        """See `Algorithm.admit_in`."""
-        window = self.window
+        return _new_tuple(Decision, (False, remaining, retry_us / US, reset_us / US, capacity))
+    """
+    ADMIT = """
         state = table.get(key)
         index = now // window
         if state is None:
@@ -561,12 +579,13 @@ class SlidingWindowAlgorithm(Algorithm):
             current = previous = 0
         current += cost
         if previous:
-            if previous * (window - now % window) > (self.capacity - current) * window:
+            if previous * (window - now % window) > (capacity - current) * window:
                 return False
-        elif current > self.capacity:
+        elif current > capacity:
             return False
         table[key] = (index, current, previous)
         return True
+    """
 
 
 _NEVER: Final = 2**62  # a time (µs) no clock reaches
@@ -658,32 +677,42 @@ class SlidingLogAlgorithm(Algorithm):
             return self.capacity, 0
         return self.capacity - state.total, state.entries[-1][0] + self.window - now
 
-    def take_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> Decision:
-        """See `Algorithm.take_in`."""
-        if self.admit_in(table, key, now, cost):
-            return _new_tuple(
-                Decision,
-                (True, self.capacity - table[key].total, 0.0, self.window / US, self.capacity),
-            )
-        # admit_in pruned the log: what is left counts.
-        _, remaining, retry_us, reset_us = self._rejected(table[key], now, cost)
-        return _new_tuple(Decision, (False, remaining, retry_us / US, reset_us / US, self.capacity))
-
-    def admit_in(self, table: dict[str, Any], key: str, now: int, cost: int) -> bool:
-        """See `Algorithm.admit_in`; also how `commit` and `take_in` add to a log."""
+    FAST_LOCALS = ("window", "capacity")
+    # Both add to a log in the same way, which `commit` uses too. A log is pruned
+    # only when its oldest entry expired: a call costs more than that test.
+    TAKE = """
         log = table.get(key)
         if log is None:
             log = table[key] = SlidingLog()
         elif now >= log.expires:
-            self._prune(log, now)  # only when something expired: a call costs more than the test
-        if log.total + cost > self.capacity:
+            self._prune(log, now)
+        total = log.total + cost
+        if total > capacity:
+            _, remaining, retry_us, reset_us = self._rejected(log, now, cost)
+            return _new_tuple(Decision, (False, remaining, retry_us / US, reset_us / US, capacity))
+        entries = log.entries
+        if not entries:
+            log.expires = now + window
+        entries.append((now, cost))
+        log.total = total
+        return _new_tuple(Decision, (True, capacity - total, 0.0, window / US, capacity))
+    """
+    ADMIT = """
+        log = table.get(key)
+        if log is None:
+            log = table[key] = SlidingLog()
+        elif now >= log.expires:
+            self._prune(log, now)
+        total = log.total + cost
+        if total > capacity:
             return False
         entries = log.entries
         if not entries:
-            log.expires = now + self.window
+            log.expires = now + window
         entries.append((now, cost))
-        log.total += cost
+        log.total = total
         return True
+    """
 
     def idle(self, state: SlidingLog, now: int) -> bool:
         """See `Algorithm.idle`."""
