@@ -9,8 +9,8 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any, Final, NoReturn, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -21,7 +21,7 @@ from ._core import breaker as core
 from ._errors import CircuitOpenError
 from ._events import Event, EventKind, Listener, emit, validate_listeners
 from ._outcome import Classifier, ExceptionSpec, Outcome, matches
-from ._strategy import Strategy
+from ._strategy import Strategy, checked_name
 from .stores import MemoryStore
 
 __all__ = ["CircuitBreaker", "CircuitState"]
@@ -51,6 +51,42 @@ _NOTICE_KINDS = {
     "state": EventKind.BREAKER_STATE_CHANGED,
 }
 _names = itertools.count(1)
+
+#: The permit of a call made inside a probe of the same breaker: it counts nothing
+#: (no generation matches it), so the probe's own outcome decides.
+NESTED: Final = core.Permit(-1, 0, 0.0, False)
+
+
+class Probe:
+    """The half-open probe a thread or task is running, as its calls see it.
+
+    Calls through the same breaker made inside it (nested calls, and calls of
+    tasks it started) pass through as part of it while it runs: the probe's
+    outcome decides for them, so a breaker guarding a function and the
+    functions it calls can still close.
+
+    Attributes:
+        permit: The probe's permit.
+        lease_end: When its lease ends on the breaker's clock, in seconds.
+        done: Whether its outcome was reported (or it was released).
+    """
+
+    __slots__ = ("done", "lease_end", "permit")
+
+    def __init__(self, permit: core.Permit, lease_end: float) -> None:
+        self.permit = permit
+        self.lease_end = lease_end
+        self.done = False
+
+    def covers(self, now: float, generation: int | None = None) -> bool:
+        """Whether a call made at ``now`` inside this probe is part of it.
+
+        ``generation``: the breaker's current one, where it is known here; the
+        probe is over once the breaker moved on.
+        """
+        if generation is not None and generation != self.permit.generation:
+            return False
+        return not self.done and now < self.lease_end
 
 
 def _positive(value: object, option: str, *, integer: bool = False) -> None:
@@ -127,6 +163,7 @@ class CircuitBreaker(Strategy):
         "_lock",
         "_on",
         "_permits",
+        "_probe",
         "_timed_window",
         "config",
         "name",
@@ -171,10 +208,7 @@ class CircuitBreaker(Strategy):
     ) -> None:
         if store is not None and not isinstance(store, MemoryStore):
             raise TypeError(f"store= of a {type(self).__name__} must be None, got {store!r}")
-        if name is None:
-            name = f"breaker-{next(_names)}"
-        elif not isinstance(name, str) or not name:
-            raise TypeError(f"name must be a non-empty str, got {name!r}")
+        name = f"breaker-{next(_names)}" if name is None else checked_name(name)
         _positive(recovery_time, "recovery_time")
         if failure_rate is None:
             if window is not None or window_duration is not None:
@@ -253,9 +287,14 @@ class CircuitBreaker(Strategy):
         self._timed_window = window_duration is not None
         # Held only for a few field updates, never while a user function runs.
         self._lock = threading.Lock()
-        # Permits of the `with` blocks this thread or task is inside, innermost last.
-        self._permits: ContextVar[tuple[core.Permit, ...]] = ContextVar(
+        # The `with` blocks this thread or task is inside, innermost last: each
+        # one's permit and the frame that entered it.
+        self._permits: ContextVar[tuple[tuple[core.Permit, FrameType], ...]] = ContextVar(
             f"resilio.breaker.{name}", default=()
+        )
+        # The probe this thread or task runs, if any (see Probe).
+        self._probe: ContextVar[Probe | None] = ContextVar(
+            f"resilio.breaker.{name}.probe", default=None
         )
 
     # -- public state --------------------------------------------------------
@@ -334,6 +373,9 @@ class CircuitBreaker(Strategy):
     def _admit(self) -> core.Permit:
         """Return a permit for one call, or raise `CircuitOpenError`."""
         now = self._now()
+        probe = self._probe.get()
+        if probe is not None and probe.covers(now, self._core.generation):
+            return NESTED
         with self._lock:
             permit = self._core.admit(now)
             state = self._core.state
@@ -343,7 +385,16 @@ class CircuitBreaker(Strategy):
             self._emit(notices)
         if permit is None:
             self._reject(_STATES[state], retry_after, now)
+        if state == core.HALF_OPEN:
+            self._probe.set(Probe(permit, now + self.config.half_open_timeout))
         return permit
+
+    def _probe_ended(self, permit: core.Permit) -> None:
+        """Note that ``permit``'s call ended: if it is this context's probe, calls leave it."""
+        probe = self._probe.get()
+        if probe is not None and probe.permit is permit:
+            probe.done = True
+            self._probe.set(None)
 
     def _reject(self, state: CircuitState, retry_after: float, now: float) -> NoReturn:
         if self._listeners or _events.global_listeners:
@@ -369,6 +420,8 @@ class CircuitBreaker(Strategy):
         exception: Exception | None = None,
     ) -> None:
         """Report a finished call to the core; emit what it decided outside the lock."""
+        if permit.token:
+            self._probe_ended(permit)
         now = self._now()
         with self._lock:
             self._core.complete(permit, verdict, now)
@@ -516,9 +569,30 @@ class CircuitBreaker(Strategy):
 
     # -- context managers ------------------------------------------------------
 
+    def _push(self, permit: core.Permit, frame: FrameType) -> None:
+        """Remember ``permit`` as the one of the block that ``frame`` entered."""
+        self._permits.set((*self._permits.get(), (permit, frame)))
+
+    def _pop(self, frame: FrameType) -> core.Permit:
+        """Forget and return the permit of the innermost block open in ``frame``.
+
+        Blocks of one thread or task usually end innermost first, but not
+        always: a generator that holds a block across a ``yield`` may be
+        finished inside another block. The frame running the ``with`` finds
+        its own block; a block entered and exited by hand from two frames
+        ends the innermost one.
+        """
+        permits = self._permits.get()
+        index = len(permits) - 1
+        while index > 0 and permits[index][1] is not frame:
+            index -= 1
+        if permits[index][1] is not frame:
+            index = len(permits) - 1
+        self._permits.set(permits[:index] + permits[index + 1 :])
+        return permits[index][0]
+
     def __enter__(self) -> CircuitBreaker:
-        permit = self._core.shared_permit or self._admit()
-        self._permits.set((*self._permits.get(), permit))
+        self._push(self._core.shared_permit or self._admit(), sys._getframe(1))
         return self
 
     def __exit__(
@@ -527,9 +601,9 @@ class CircuitBreaker(Strategy):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        permits = self._permits.get()
-        self._permits.set(permits[:-1])
-        permit = permits[-1]
+        self._end_block(self._pop(sys._getframe(1)), exc)
+
+    def _end_block(self, permit: core.Permit, exc: BaseException | None) -> None:
         if exc is None:
             self._finish(permit, core.SUCCESS)
         elif isinstance(exc, Exception):
@@ -538,7 +612,8 @@ class CircuitBreaker(Strategy):
             self._release(permit)
 
     async def __aenter__(self) -> CircuitBreaker:
-        return self.__enter__()
+        self._push(self._core.shared_permit or self._admit(), sys._getframe(1))
+        return self
 
     async def __aexit__(
         self,
@@ -546,4 +621,4 @@ class CircuitBreaker(Strategy):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.__exit__(exc_type, exc, traceback)
+        self._end_block(self._pop(sys._getframe(1)), exc)

@@ -24,7 +24,7 @@ from ._core.adaptive import AdaptiveLimit, LimitAlgorithm
 from ._errors import RejectedError
 from ._events import Event, EventKind, Listener, emit, listening, validate_listeners
 from ._outcome import Classifier, ExceptionSpec, matches
-from ._strategy import Strategy
+from ._strategy import Strategy, checked_name
 from ._waiting import TaskWaiter, ThreadWaiter
 
 __all__ = ["Bulkhead", "BulkheadFullError"]
@@ -173,7 +173,7 @@ class Bulkhead(Strategy):
             raise TypeError(f"clock= must have now(), sleep() and sleep_async(), got {clock!r}")
         self._clock = clock
         self._listeners = validate_listeners(listeners)
-        self.name = name
+        self.name = checked_name(name)
         self._lock = threading.Lock()
         self._in_use = 0
         # Queued callers, oldest first. May hold departed ones (`gone`); they are skipped.

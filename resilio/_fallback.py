@@ -10,7 +10,7 @@ from ._clock import runtime
 from ._errors import RejectedError, TimeoutExceeded
 from ._events import Event, EventKind, Listener, emit, listening, validate_listeners
 from ._outcome import Classifier, ExceptionSpec, Outcome, matches
-from ._strategy import Strategy
+from ._strategy import Strategy, checked_name
 
 __all__ = ["Fallback", "fallback"]
 
@@ -82,7 +82,7 @@ class Fallback(Strategy):
         self._is_async_func = func is not None and inspect.iscoroutinefunction(func)
         self._on = Classifier(on, "on")
         self._listeners = validate_listeners(listeners)
-        self.name = name
+        self.name = checked_name(name)
 
     def __repr__(self) -> str:
         what = f"func={self._func!r}" if self._func is not None else f"value={self._value!r}"

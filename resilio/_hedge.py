@@ -17,7 +17,7 @@ import anyio
 from ._clock import Clock, runtime
 from ._events import Event, EventKind, Listener, emit, listening, validate_listeners
 from ._outcome import Classifier, ExceptionSpec, Outcome, matches
-from ._strategy import Strategy
+from ._strategy import Strategy, checked_name
 
 __all__ = ["Hedge", "hedge"]
 
@@ -97,7 +97,7 @@ class Hedge(Strategy):
         self._on = Classifier(on, "on")
         self._listeners = validate_listeners(listeners)
         self._clock = clock
-        self.name = name
+        self.name = checked_name(name)
 
     def __repr__(self) -> str:
         return f"Hedge(delay={self.delay}, attempts={self.attempts}, name={self.name!r})"

@@ -28,7 +28,7 @@ from ._core.limiters import (
 )
 from ._errors import RateLimitExceeded
 from ._events import Event, EventKind, Listener, emit, validate_listeners
-from ._strategy import Strategy
+from ._strategy import Strategy, checked_name
 from ._waiting import TaskWaiter, ThreadWaiter, Waiter, lines_for
 from .stores import MemoryStore, Store
 
@@ -94,12 +94,9 @@ def _too_long(wait: float, left: float) -> bool:
 def _check_timeout(timeout: float | None) -> float:
     if timeout is None:
         return math.inf
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or math.isnan(timeout)
-        or timeout < 0
-    ):
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be None or a number of seconds >= 0, got {timeout!r}")
+    if math.isnan(timeout) or timeout < 0:
         raise ValueError(f"timeout must be None or a number of seconds >= 0, got {timeout!r}")
     return float(timeout)
 
@@ -177,8 +174,8 @@ class RateLimiter(Strategy):
             raise TypeError(f"store= takes a resilio.stores.Store, got {store!r}")
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(f"clock= takes a resilio Clock, got {clock!r}")
-        if name is not None and (not isinstance(name, str) or not name):
-            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        if name is not None:
+            checked_name(name)
         _check_timeout(timeout)
         self.name = name or "+".join(names)
         self._store: Store = MemoryStore() if store is None else store

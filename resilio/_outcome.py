@@ -6,6 +6,8 @@ import math
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from ._callables import is_async_callable
+
 __all__ = [
     "Classifier",
     "ExceptionSpec",
@@ -67,8 +69,12 @@ def _exception_types(spec: object, option: str) -> tuple[type[Exception], ...] |
     """Return ``spec`` as a tuple of exception types, or None if it is not one."""
     types = spec if isinstance(spec, tuple) else (spec,)
     if not all(isinstance(t, type) and issubclass(t, BaseException) for t in types):
-        if isinstance(spec, tuple):
-            raise TypeError(f"{option}= takes exception types or one predicate, got {spec!r}")
+        if isinstance(spec, (tuple, type)):
+            # A class that is no exception would be "called" as a predicate: refuse it.
+            raise TypeError(
+                f"{option}= takes exception types or one predicate over an Outcome, "
+                f"got {spec!r}, which is not an exception type"
+            )
         return None
     for t in types:
         if not issubclass(t, Exception):
@@ -99,6 +105,12 @@ class Classifier:
                 raise TypeError(
                     f"{option}= takes exception types or a predicate over an Outcome, got {spec!r}"
                 )
+            if is_async_callable(spec):
+                raise TypeError(
+                    f"{option}= takes a plain function, not the async predicate {spec!r}: "
+                    "it would be called without being awaited, and its coroutine would "
+                    "count as a match; decide from the Outcome without awaiting"
+                )
             self.predicate: OutcomePredicate | None = spec
         else:
             self.predicate = None
@@ -109,7 +121,13 @@ class Classifier:
         if self.types is not None:
             return isinstance(exc, self.types)
         assert self.predicate is not None
-        return self.predicate(Outcome(exception=exc, attempt=attempt))
+        try:
+            return self.predicate(Outcome(exception=exc, attempt=attempt))
+        except Exception as error:
+            # Raised while judging ``exc``: keep it in the traceback.
+            if error.__context__ is None and error is not exc:
+                error.__context__ = exc
+            raise
 
     def result(self, value: object, attempt: int = 0) -> object:
         """Return a truthy value (or a delay) when the result ``value`` matches."""
@@ -139,6 +157,10 @@ def delay_override(verdict: object) -> float | None:
     """
     if isinstance(verdict, bool) or not isinstance(verdict, (int, float)):
         return None
-    if math.isnan(verdict) or verdict < 0 or math.isinf(verdict):
+    try:
+        delay = float(verdict)
+    except OverflowError:  # an int beyond any float: as good as infinite
         return None
-    return float(verdict)
+    if math.isnan(delay) or delay < 0 or math.isinf(delay):
+        return None
+    return delay

@@ -10,7 +10,7 @@ from ._clock import runtime
 from ._context import pipeline_var
 from ._events import Event, EventKind, emit_timing
 from ._outcome import Outcome
-from ._strategy import Strategy
+from ._strategy import Strategy, checked_name
 
 __all__ = ["Pipeline"]
 
@@ -56,8 +56,8 @@ class Pipeline(Strategy):
                 raise TypeError(
                     f"Pipeline takes resilio strategies; item {position} is {strategy!r}"
                 )
-        if name is not None and (not isinstance(name, str) or not name):
-            raise TypeError(f"name must be a non-empty str or None, got {name!r}")
+        if name is not None:
+            checked_name(name)
         self.strategies: tuple[Strategy, ...] = strategies
         self.name = name or "pipeline"
         self._named = name is not None

@@ -24,6 +24,7 @@ ends.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar, cast
@@ -31,7 +32,7 @@ from typing import Any, Final, ParamSpec, TypeVar, cast
 import anyio
 import anyio.to_thread
 
-from ._breaker import _STATES, CircuitBreaker, CircuitState
+from ._breaker import _STATES, CircuitBreaker, CircuitState, Probe
 from ._core import breaker as core
 from ._outcome import matches
 from ._redis_scripts import Arg, AsyncScriptRunner, Script, run_script
@@ -253,7 +254,15 @@ class RedisCircuitBreaker(CircuitBreaker):
             self._reject(state, wait, now)
         token = int(reply[3])
         quiet = token == 0 and reply[6] == 0 and self.config.failure_threshold is not None
-        return RemotePermit(int(reply[2]), token, float(reply[4]), quiet=quiet)
+        permit = RemotePermit(int(reply[2]), token, float(reply[4]), quiet=quiet)
+        if state is CircuitState.HALF_OPEN and token:
+            self._probe.set(Probe(permit, now + self.config.half_open_timeout))
+        return permit
+
+    def _inside_probe(self, now: float) -> bool:
+        """Whether this thread or task runs a probe of this breaker that a call at ``now`` joins."""
+        probe = self._probe.get()
+        return probe is not None and probe.covers(now)
 
     def _degraded_admit(self) -> RemotePermit:
         policy = self._store._on_error
@@ -266,11 +275,15 @@ class RedisCircuitBreaker(CircuitBreaker):
 
     def _admit(self) -> core.Permit:
         now = self._now()
+        if self._inside_probe(now):
+            return _UNCOUNTED
         self._cached_rejection(now)
         return self._admitted(self._run(_ADMIT, now), now)
 
     async def _admit_async(self) -> core.Permit:
         now = self._now()
+        if self._inside_probe(now):
+            return _UNCOUNTED
         self._cached_rejection(now)
         return self._admitted(await self._run_async(_ADMIT, now), now)
 
@@ -306,6 +319,8 @@ class RedisCircuitBreaker(CircuitBreaker):
         exception: Exception | None = None,
     ) -> None:
         permit = cast("RemotePermit", permit)
+        if permit.token:
+            self._probe_ended(permit)
         if self._local_only(permit, verdict, result, exception):
             return
         now = self._now()
@@ -322,6 +337,8 @@ class RedisCircuitBreaker(CircuitBreaker):
         exception: Exception | None = None,
     ) -> None:
         permit = cast("RemotePermit", permit)
+        if permit.token:
+            self._probe_ended(permit)
         if self._local_only(permit, verdict, result, exception):
             return
         now = self._now()
@@ -502,13 +519,11 @@ class RedisCircuitBreaker(CircuitBreaker):
 
     def __enter__(self) -> CircuitBreaker:
         self._sync_only("`with breaker:`", "`async with breaker:`")
-        permit = self._admit()
-        self._permits.set((*self._permits.get(), permit))
+        self._push(self._admit(), sys._getframe(1))
         return self
 
     async def __aenter__(self) -> CircuitBreaker:
-        permit = await self._admit_async()
-        self._permits.set((*self._permits.get(), permit))
+        self._push(await self._admit_async(), sys._getframe(1))
         return self
 
     async def __aexit__(
@@ -517,9 +532,7 @@ class RedisCircuitBreaker(CircuitBreaker):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        permits = self._permits.get()
-        self._permits.set(permits[:-1])
-        permit = permits[-1]
+        permit = self._pop(sys._getframe(1))
         if exc is None:
             await self._finish_async(permit, core.SUCCESS)
         elif isinstance(exc, Exception):

@@ -25,7 +25,7 @@ from ._events import (
     validate_listeners,
 )
 from ._outcome import Classifier, ExceptionSpec, Outcome, delay_override, matches
-from ._strategy import Strategy
+from ._strategy import Strategy, checked_name
 
 __all__ = ["Retry", "retry"]
 
@@ -147,7 +147,7 @@ class Retry(Strategy):
         self._listeners = validate_listeners(listeners)
         self._clock = clock
         self._random = random or _random.random
-        self.name = name
+        self.name = checked_name(name)
 
     @property
     def attempts(self) -> int | None:

@@ -9,11 +9,20 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from ._callables import is_async_callable, reject_generators
 
-__all__ = ["Strategy"]
+__all__ = ["Strategy", "checked_name"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def checked_name(name: object) -> str:
+    """Return ``name`` if it is a non-empty str, the name of a strategy; raise otherwise."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a non-empty str, got {name!r}")
+    if not name:
+        raise ValueError("name must be a non-empty str, got ''")
+    return name
 
 
 class Strategy(abc.ABC):

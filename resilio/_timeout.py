@@ -24,7 +24,7 @@ from ._clock import runtime
 from ._context import deadline_var
 from ._errors import TimeoutExceeded
 from ._events import Event, EventKind, Listener, emit, listening, validate_listeners
-from ._strategy import Strategy
+from ._strategy import Strategy, checked_name
 
 __all__ = ["Timeout", "timeout"]
 
@@ -78,10 +78,12 @@ class Timeout(Strategy):
             raise TypeError(f"timeout takes seconds as a number, got {seconds!r}")
         if not (0 < seconds < math.inf):
             raise ValueError(f"timeout must be a finite number of seconds above 0, got {seconds}")
+        if not isinstance(thread, bool):
+            raise TypeError(f"thread= takes True or False, got {thread!r}")
         self.seconds = float(seconds)
-        self.thread = bool(thread)
+        self.thread = thread
         self._listeners = validate_listeners(listeners)
-        self.name = name
+        self.name = checked_name(name)
 
     def __repr__(self) -> str:
         extra = ", thread=True" if self.thread else ""
@@ -97,13 +99,25 @@ class Timeout(Strategy):
                 "for real, so drop thread=True"
             )
 
-    def _expired(self, cause: BaseException | None = None) -> TimeoutExceeded:
+    def _expired(
+        self, cause: BaseException | None = None, *, within: float | None = None
+    ) -> TimeoutExceeded:
+        """The error of a call that ran out of time.
+
+        Its own timeout, or the ``within`` seconds an enclosing deadline left it.
+        """
+        seconds = self.seconds if within is None else max(0.0, within)
         if listening(self._listeners):
             now = runtime.clock.now()
-            emit(Event(EventKind.TIMEOUT, self.name, now, timeout=self.seconds), self._listeners)
-        error = TimeoutExceeded(
-            f"{self.name}: the call took longer than {self.seconds:g} s", timeout=self.seconds
-        )
+            emit(Event(EventKind.TIMEOUT, self.name, now, timeout=seconds), self._listeners)
+        if within is None:
+            message = f"{self.name}: the call took longer than {seconds:g} s"
+        else:
+            message = (
+                f"{self.name}: the call reached the deadline of an enclosing timeout, "
+                f"{seconds:g} s after it started"
+            )
+        error = TimeoutExceeded(message, timeout=seconds)
         error.__cause__ = cause
         return error
 
@@ -169,17 +183,23 @@ class Timeout(Strategy):
         cached: list[Lane] = []  # the lane of the loop seen last
 
         async def timed(*args: P.args, **kwargs: P.kwargs) -> T:
-            token = deadline_var.set(self._deadline())
+            now = runtime.clock.now()
+            outer = deadline_var.get()
+            # An enclosing deadline that ends first (a sync timeout around asyncio.run,
+            # say) bounds this call too: it gets a cancel scope of its own.
+            within = outer - now if outer is not None and outer < now + seconds else None
+            token = deadline_var.set(now + seconds if within is None else outer)
             try:
                 loop = _running_asyncio_loop() if _ASYNCIO_LANES else None
                 # Typed Any: Task.cancelling/uncancel exist from 3.11, checked above.
                 task: Any = asyncio.current_task(loop) if loop is not None else None
-                if task is None:
-                    # Trio, or asyncio before 3.11: an anyio cancel scope.
-                    with anyio.CancelScope(deadline=anyio.current_time() + seconds):
+                if task is None or within is not None:
+                    # Trio, asyncio before 3.11, or a shorter time: an anyio cancel scope.
+                    limit = seconds if within is None else within
+                    with anyio.CancelScope(deadline=anyio.current_time() + limit):
                         return await fn(*args, **kwargs)
                     # Reached only when this scope's own deadline cancelled the call.
-                    raise self._expired()
+                    raise self._expired(within=within)
                 lane = cached[0] if cached and cached[0].loop_ref() is loop else None
                 if lane is None:
                     lane = lane_for(loop, seconds)  # type: ignore[arg-type]

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 from ._clock import Clock, runtime
 from ._events import Event, EventKind, Listener, emit, listening, validate_listeners
 from ._outcome import Outcome
-from ._strategy import Strategy
+from ._strategy import Strategy, checked_name
 
 if TYPE_CHECKING:
     from ._chaos_httpx import AsyncChaosTransport, ChaosTransport
@@ -212,7 +212,7 @@ class Trigger:
     def __init__(self, name: str, injection_rate: object, enabled: object, seed: object) -> None:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed= must be an int or None, got {seed!r}")
-        self.name = name
+        self.name = checked_name(name)
         self.rate = _check_rate(injection_rate)
         self.enabled = _check_enabled(enabled)
         self.random = random.Random(seed)

@@ -556,6 +556,17 @@ def _not_replayable(
     )
 
 
+def _read_bound(pipeline: Strategy) -> float | None:
+    """The seconds of the innermost timeout in ``pipeline``, the one of each attempt."""
+    strategies = pipeline._flat() if isinstance(pipeline, Pipeline) else iter([pipeline])
+    bound = None
+    for strategy in strategies:
+        seconds = strategy._timeout_seconds()
+        if seconds is not None:
+            bound = seconds
+    return bound
+
+
 def _check_pipeline(pipeline: Strategy | None) -> Strategy:
     if pipeline is None:
         return standard_pipeline()
@@ -599,6 +610,7 @@ class ResilientTransport(httpx.BaseTransport):
         self.read_body = bool(read_body)
         self._transport = transport if transport is not None else httpx.HTTPTransport()
         self._send = self.pipeline(self._attempt)
+        self._read_bound = _read_bound(self.pipeline)
 
     def _attempt(self, request: httpx.Request) -> httpx.Response:
         attempt, remaining = _start_attempt(request)
@@ -637,7 +649,7 @@ class ResilientTransport(httpx.BaseTransport):
             return response
         finally:
             _exchange.reset(token)
-            _restore_timeout(request, exchange)
+            _restore_timeout(request, exchange, self._read_bound)
 
     def close(self) -> None:
         """Close the wrapped transport."""
@@ -669,6 +681,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         self.read_body = bool(read_body)
         self._transport = transport if transport is not None else httpx.AsyncHTTPTransport()
         self._send = self.pipeline(self._attempt)
+        self._read_bound = _read_bound(self.pipeline)
 
     async def _attempt(self, request: httpx.Request) -> httpx.Response:
         attempt, _ = _start_attempt(request)
@@ -702,15 +715,24 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
             return response
         finally:
             _exchange.reset(token)
-            _restore_timeout(request, exchange)
+            _restore_timeout(request, exchange, self._read_bound)
 
     async def aclose(self) -> None:
         """Close the wrapped transport."""
         await self._transport.aclose()
 
 
-def _restore_timeout(request: httpx.Request, exchange: _Exchange) -> None:
-    if exchange.timeout is None:
+def _restore_timeout(request: httpx.Request, exchange: _Exchange, read_bound: float | None) -> None:
+    """Put the client's timeouts back on ``request``, for reading the body after the pipeline.
+
+    A read the client leaves unbounded (``timeout=None``: the pipeline owns the
+    timeouts) waits at most ``read_bound`` seconds, the pipeline's timeout of
+    one attempt: a body that stalls fails instead of hanging the caller.
+    """
+    timeout = exchange.timeout
+    if read_bound is not None and (timeout is None or timeout.get("read") is None):
+        timeout = {**dict.fromkeys(_TIMEOUT_KEYS), **(timeout or {}), "read": read_bound}
+    if timeout is None:
         request.extensions.pop("timeout", None)
     else:
-        request.extensions["timeout"] = exchange.timeout
+        request.extensions["timeout"] = timeout

@@ -33,6 +33,7 @@ from typing import Any, Final, Literal
 
 import anyio.to_thread
 import redis.asyncio.cluster
+from redis.exceptions import ResponseError
 
 from ._core.limiters import US, Algorithm, Decision, Verdict, combine, make_decision
 from ._errors import ResilioError
@@ -207,7 +208,9 @@ class _LimiterRunner(AsyncScriptRunner):
 
     async def _send(self, keys: list[Key], args: list[Arg]) -> list[Any]:
         reply = await run_script_async(self._client, self.script, keys, args)
-        return reply.split(b"," if isinstance(reply, bytes) else ",")  # type: ignore[no-any-return]
+        text = reply.decode() if isinstance(reply, bytes) else reply
+        # '!' and an error: that decision failed on its own keys (see the script).
+        return [ResponseError(part[1:]) if part[:1] == "!" else part for part in text.split(",")]
 
 
 def _hash_tag(key: str) -> str:

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING
@@ -38,6 +39,17 @@ __all__ = [
 ]
 
 
+def _seconds(value: object, what: str, *, at_least: float = 0.0) -> float:
+    """``value`` as a finite number of seconds, at least ``at_least``, or raise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} takes a number of seconds, got {value!r}")
+    if not (at_least <= value < math.inf):
+        if value < 0 <= at_least:
+            raise ValueError(f"a fake clock cannot go back: {what} got {value} seconds")
+        raise ValueError(f"{what} takes a finite number of seconds, got {value}")
+    return float(value)
+
+
 class FakeClock:
     """A clock that only moves when told to, or when something sleeps on it.
 
@@ -50,7 +62,7 @@ class FakeClock:
     """
 
     def __init__(self, start: float = 0.0) -> None:
-        self._now = float(start)
+        self._now = _seconds(start, "start", at_least=-math.inf)
         self.sleeps: list[float] = []
 
     def now(self) -> float:
@@ -59,14 +71,13 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds`` (never backward)."""
-        if seconds < 0:
-            raise ValueError(f"a clock cannot go back; got {seconds} seconds")
-        self._now += seconds
+        self._now += _seconds(seconds, "advance()")
 
     def sleep(self, seconds: float) -> None:
         """Record the sleep and advance time by it, without waiting."""
+        seconds = _seconds(seconds, "sleep()")
         self.sleeps.append(seconds)
-        self._now += max(0.0, seconds)
+        self._now += seconds
 
     async def sleep_async(self, seconds: float) -> None:
         """Record the sleep, advance time by it and yield to the loop once."""

@@ -14,6 +14,8 @@ import resilio
 from resilio import CircuitBreaker, CircuitOpenError, CircuitState, Event, EventKind
 from resilio.testing import FakeClock, capture_events
 
+from .callers import Caller
+
 
 class Boom(Exception):
     """The failure the tests' dependency raises."""
@@ -264,11 +266,15 @@ def test_success_threshold_needs_that_many_probe_successes(clock: FakeClock) -> 
 def test_half_open_rejects_beyond_its_probe_slots(clock: FakeClock) -> None:
     breaker = open_breaker(clock, half_open_probes=2)
     clock.advance(10)
-    with breaker, breaker:
-        error = rejected(breaker)
-        assert error.state is CircuitState.HALF_OPEN
-        assert "probe slot" in str(error)
-        assert error.retry_after == pytest.approx(10.0)  # until the probes' leases end
+    probes = [Caller(), Caller()]
+    for probe in probes:
+        probe.run(breaker.__enter__)
+    error = rejected(breaker)
+    assert error.state is CircuitState.HALF_OPEN
+    assert "probe slot" in str(error)
+    assert error.retry_after == pytest.approx(10.0)  # until the probes' leases end
+    for probe in probes:
+        probe.run(breaker.__exit__, None, None, None)
     assert breaker.state is CircuitState.CLOSED
 
 
@@ -299,18 +305,20 @@ def test_hung_probe_lease_expires_and_a_fresh_probe_runs(clock: FakeClock) -> No
     """B9: a probe that never returns re-opens the breaker after half_open_timeout."""
     breaker = open_breaker(clock, half_open_timeout=5.0)
     clock.advance(10)
-    with breaker:  # the hung probe
-        assert rejected(breaker).state is CircuitState.HALF_OPEN
-        clock.advance(5.5)
-        assert breaker.state is CircuitState.OPEN
-        # It re-opened when the lease ended (0.5 s ago).
-        assert breaker.retry_after == pytest.approx(9.5)
-        clock.advance(9.5)
-        assert breaker.state is CircuitState.HALF_OPEN
-        with breaker:  # a fresh probe is admitted
-            pass
-        assert breaker.state is CircuitState.CLOSED
+    hung = Caller()
+    hung.run(breaker.__enter__)  # the hung probe
+    assert rejected(breaker).state is CircuitState.HALF_OPEN
+    clock.advance(5.5)
+    assert breaker.state is CircuitState.OPEN
+    # It re-opened when the lease ended (0.5 s ago).
+    assert breaker.retry_after == pytest.approx(9.5)
+    clock.advance(9.5)
+    assert breaker.state is CircuitState.HALF_OPEN
+    with breaker:  # a fresh probe is admitted
+        pass
+    assert breaker.state is CircuitState.CLOSED
     # The abandoned probe's late success belongs to an old generation: no effect.
+    hung.run(breaker.__exit__, None, None, None)
     assert breaker.state is CircuitState.CLOSED
 
 
@@ -608,3 +616,39 @@ def test_global_clock_is_used_by_default(fake_clock: FakeClock) -> None:
     fail(breaker)
     fake_clock.advance(5.0)
     assert breaker.state is CircuitState.HALF_OPEN
+
+
+def test_a_generator_block_finished_inside_a_probe_ends_its_own_block(clock: FakeClock) -> None:
+    """Blocks ending out of order: each frame's block releases its own permit."""
+    breaker = make(clock, failure_threshold=1)
+
+    def stream() -> Any:
+        with breaker:  # admitted while closed
+            yield "chunk"
+            yield "chunk"
+
+    chunks = stream()
+    next(chunks)
+    fail(breaker)  # opens
+    clock.advance(10)
+    assert breaker.state is CircuitState.HALF_OPEN
+
+    def probe() -> None:
+        with breaker:
+            list(chunks)  # the old block succeeds here: a success of the closed era
+            raise Boom
+
+    with pytest.raises(Boom):
+        probe()
+    assert breaker.state is CircuitState.OPEN  # the probe's own failure decided
+
+
+def test_blocks_nested_in_a_probe_are_part_of_it(clock: FakeClock) -> None:
+    breaker = open_breaker(clock, success_threshold=2)
+    clock.advance(10)
+    with breaker, breaker:  # one probe: the inner block takes no slot and counts nothing
+        pass
+    assert breaker.state is CircuitState.HALF_OPEN
+    with breaker, breaker:
+        pass
+    assert breaker.state is CircuitState.CLOSED

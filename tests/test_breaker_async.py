@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -386,4 +387,71 @@ async def test_slow_call_rate_opens_before_the_first_failure_arrives() -> None:
     assert len(returned) >= 5  # enough slow calls were admitted to trip it
     assert len(returned) + len(rejected) == 200
     assert opened[0] < min(returned)
+    assert breaker.state is CircuitState.OPEN
+
+
+async def test_a_task_started_in_a_probe_joins_it_only_while_it_runs() -> None:
+    """Tasks inherit their starter's context: a task a probe starts is inside the probe."""
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=1, recovery_time=10.0, clock=clock)
+
+    async def boom() -> None:
+        raise Boom
+
+    async def ok() -> str:
+        return "ok"
+
+    with pytest.raises(Boom):
+        await breaker.call_async(boom)
+    clock.advance(10.0)
+    joined, probe_over = anyio.Event(), anyio.Event()
+    outcomes: list[str] = []
+
+    async def child() -> None:
+        outcomes.append(await breaker.call_async(ok))  # while the probe runs
+        joined.set()
+        await probe_over.wait()
+        with pytest.raises(CircuitOpenError):
+            await breaker.call_async(ok)  # the probe failed and is over
+        outcomes.append("rejected")
+
+    async with anyio.create_task_group() as group:
+
+        async def probe() -> None:
+            group.start_soon(child)  # started from inside the probe
+            await joined.wait()
+            raise Boom
+
+        with pytest.raises(Boom):
+            await breaker.call_async(probe)
+        assert breaker.state is CircuitState.OPEN
+        probe_over.set()
+    assert outcomes == ["ok", "rejected"]
+
+
+async def test_an_async_generator_block_finished_inside_a_probe_ends_its_own_block() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=1, recovery_time=10.0, clock=clock)
+
+    async def stream() -> Any:
+        async with breaker:  # admitted while closed
+            yield "chunk"
+            yield "chunk"
+
+    async def boom() -> None:
+        raise Boom
+
+    chunks = stream()
+    await chunks.__anext__()
+    with pytest.raises(Boom):
+        await breaker.call_async(boom)
+    clock.advance(10.0)
+
+    async def probe() -> None:
+        async with breaker:
+            assert [chunk async for chunk in chunks] == ["chunk"]  # a closed-era success
+            raise Boom
+
+    with pytest.raises(Boom):
+        await probe()
     assert breaker.state is CircuitState.OPEN

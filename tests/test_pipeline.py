@@ -171,8 +171,10 @@ def test_anonymous_pipelines_add_no_wrapper() -> None:
     direct = retry(fn)
     assert through_pipeline.__code__ is direct.__code__  # the retry's own wrapper, nothing more
     assert resilio.Pipeline(retry, name="named")(fn).__code__ is not direct.__code__
-    with pytest.raises(TypeError, match="name"):
+    with pytest.raises(ValueError, match="name"):
         resilio.Pipeline(retry, name="")
+    with pytest.raises(TypeError, match="name"):
+        resilio.Pipeline(retry, name=5)  # type: ignore[arg-type]
 
 
 @pytest.mark.anyio

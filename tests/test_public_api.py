@@ -7,11 +7,14 @@ import importlib
 import inspect
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import resilio
+import resilio.chaos
 
 EXPECTED = {
     "retry", "Retry", "backoff", "RetryBudget", "current_attempt",
@@ -97,3 +100,32 @@ def test_core_is_sans_io() -> None:
             else:
                 continue
             assert roots <= SANS_IO_ALLOWED, f"{path.name} imports {roots - SANS_IO_ALLOWED}"
+
+
+NAMED: list[tuple[str, Callable[[Any], object]]] = [
+    ("retry", lambda name: resilio.retry(on=OSError, name=name)),
+    ("timeout", lambda name: resilio.timeout(1.0, name=name)),
+    ("breaker", lambda name: resilio.CircuitBreaker(name=name)),
+    ("bulkhead", lambda name: resilio.Bulkhead(max_concurrent=1, name=name)),
+    ("fallback", lambda name: resilio.fallback(value=None, name=name)),
+    ("hedge", lambda name: resilio.hedge(delay=0.1, name=name)),
+    ("pipeline", lambda name: resilio.Pipeline(resilio.timeout(1.0), name=name)),
+    ("limiter", lambda name: resilio.TokenBucket(rate=1, name=name)),
+    ("chaos", lambda name: resilio.chaos.fault(injection_rate=0.5, error=OSError, name=name)),
+]
+# Where None means "a name of its own" (documented per class).
+NONE_ALLOWED = {"breaker", "pipeline", "limiter"}
+
+
+@pytest.mark.parametrize(("kind", "build"), NAMED, ids=[kind for kind, _ in NAMED])
+def test_every_strategy_checks_its_name(kind: str, build: Callable[[Any], object]) -> None:
+    with pytest.raises(TypeError, match="name must be a non-empty str"):
+        build(5)
+    with pytest.raises(ValueError, match="name must be a non-empty str"):
+        build("")
+    if kind in NONE_ALLOWED:
+        build(None)
+    else:
+        with pytest.raises(TypeError, match="name must be a non-empty str"):
+            build(None)
+    assert getattr(build("mine"), "name", "mine") == "mine"

@@ -132,7 +132,7 @@ def test_predicate_delay_overrides_backoff(fake_clock: FakeClock) -> None:
     assert fake_clock.sleeps == [7.5, 7.5]
 
 
-@pytest.mark.parametrize("verdict", [-1.0, float("nan"), float("inf")])
+@pytest.mark.parametrize("verdict", [-1.0, float("nan"), float("inf"), 10**400])
 def test_bad_predicate_delays_fall_back_to_backoff(fake_clock: FakeClock, verdict: float) -> None:
     flaky = Flaky(failures=1)
     resilio.retry(on=lambda o: verdict, attempts=2, backoff=backoff.constant(1.0))(flaky)()
@@ -443,6 +443,8 @@ def test_async_hook_on_sync_function_is_refused_at_decoration() -> None:
         ({"on": KeyboardInterrupt}, ValueError, "never retries"),
         ({"on": BaseException}, ValueError, "never retries"),
         ({"on": "OSError"}, TypeError, "exception types or a predicate"),
+        ({"on": int}, TypeError, "not an exception type"),
+        ({"on": (OSError, int)}, TypeError, "not an exception type"),
         ({"on": ()}, ValueError, "matches nothing"),
         ({"on": OSError, "backoff": 3}, TypeError, "resilio.backoff"),
         ({"on": OSError, "before_sleep": 3}, TypeError, "before_sleep"),
@@ -454,6 +456,48 @@ def test_bad_options_fail_at_construction(
 ) -> None:
     with pytest.raises(error, match=message):
         resilio.retry(**options)
+
+
+class AsyncVerdict:
+    async def __call__(self, outcome: resilio.Outcome[Any]) -> bool:
+        return outcome.failed
+
+
+async def async_verdict(outcome: resilio.Outcome[Any]) -> bool:
+    return outcome.failed
+
+
+@pytest.mark.parametrize(
+    "predicate", [async_verdict, AsyncVerdict(), functools.partial(async_verdict)]
+)
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda on: resilio.retry(on=on),
+        lambda on: resilio.CircuitBreaker(on=on),
+        lambda on: resilio.CircuitBreaker(on=OSError, ignore=on),
+        lambda on: resilio.fallback(value=None, on=on),
+        lambda on: resilio.hedge(delay=0.1, on=on),
+    ],
+    ids=["retry", "breaker", "breaker-ignore", "fallback", "hedge"],
+)
+def test_async_predicates_are_refused(build: Any, predicate: Any) -> None:
+    """Called without being awaited, an async predicate's coroutine would match everything."""
+    with pytest.raises(TypeError, match="async predicate"):
+        build(predicate)
+
+
+def test_an_error_in_a_predicate_keeps_the_exception_it_judged() -> None:
+    def judge(outcome: resilio.Outcome[Any]) -> bool:
+        raise LookupError("the predicate's own bug")
+
+    @resilio.retry(on=judge, backoff=no_wait)
+    def call() -> None:
+        raise ConnectionError("the call's failure")
+
+    with pytest.raises(LookupError) as info:
+        call()
+    assert isinstance(info.value.__context__, ConnectionError)
 
 
 def test_unknown_options_are_refused() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+from typing import Any
 
 import anyio
 import pytest
@@ -21,6 +23,26 @@ def test_fake_clock_moves_only_when_told() -> None:
     assert clock.sleeps == [2.0]
     with pytest.raises(ValueError, match="cannot go back"):
         clock.advance(-1)
+
+
+@pytest.mark.parametrize(
+    ("act", "error"),
+    [
+        (lambda: FakeClock(start=math.nan), ValueError),
+        (lambda: FakeClock(start=math.inf), ValueError),
+        (lambda: FakeClock(start="0"), TypeError),
+        (lambda: FakeClock().advance(math.nan), ValueError),
+        (lambda: FakeClock().advance(math.inf), ValueError),
+        (lambda: FakeClock().advance(-1.0), ValueError),
+        (lambda: FakeClock().advance(True), TypeError),
+        (lambda: FakeClock().sleep(math.nan), ValueError),
+        (lambda: FakeClock().sleep(-1.0), ValueError),
+        (lambda: FakeClock().sleep(math.inf), ValueError),
+    ],
+)
+def test_fake_clock_refuses_times_that_would_poison_it(act: Any, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        act()
 
 
 @pytest.mark.anyio

@@ -146,6 +146,30 @@ def test_sync_inner_deadline_is_clamped_by_the_outer(fake_clock: FakeClock) -> N
     assert seen == [1.0]
 
 
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_an_async_timeout_inside_a_sync_one_ends_at_the_outer_deadline(
+    fake_clock: FakeClock, backend: str
+) -> None:
+    """A sync handler that runs an event loop: the loop's calls share its deadline."""
+    events: list[resilio.Event] = []
+
+    @resilio.timeout(5.0, name="fetch", listeners=[events.append])
+    async def fetch() -> None:
+        await anyio.sleep(30)  # real time: cancelled when the outer deadline comes
+
+    @resilio.timeout(1.0, name="handler")
+    def handler() -> None:
+        fake_clock.advance(0.995)  # the handler's own work: 5 ms of its second left
+        anyio.run(fetch, backend=backend)
+
+    started = time.perf_counter()
+    with pytest.raises(resilio.TimeoutExceeded, match=r"fetch: .* enclosing timeout") as info:
+        handler()
+    assert time.perf_counter() - started < 2.0
+    assert info.value.timeout == pytest.approx(0.005)
+    assert [event.timeout for event in events] == [pytest.approx(0.005)]
+
+
 @pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
 def test_sync_interrupts_pass_through(
     fake_clock: FakeClock, interrupt: type[BaseException]

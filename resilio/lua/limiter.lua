@@ -387,10 +387,40 @@ end
 -- per decision in ARGV (its number of keys, then its ARGV[1..2] as above, the
 -- time '' for the server's), its keys in order in KEYS. The replies are
 -- joined by commas.
+--
+-- A decision that fails on its own keys (a key of another type, written by
+-- another program, or a value this script cannot read) answers '!' and the
+-- error, commas dropped, and the batch goes on: the others are not its
+-- callers' business. It wrote nothing, since a decision reads every key
+-- before it writes any. Any other error (a refused write, out of memory)
+-- fails the whole call, as it fails a lone decision.
+local function own_failure(err)
+  if type(err) == 'table' then
+    err = err.err
+  end
+  if type(err) ~= 'string' then
+    return nil
+  end
+  -- WRONGTYPE from redis.call, or this script's own runtime error on a value it
+  -- cannot read ('user_script:<line>: attempt to ...'); not a refused write.
+  if string.find(err, 'WRONGTYPE', 1, true) or string.find(err, '^user_script:%d+: ') then
+    return '!' .. string.gsub(err, ',', ' ')
+  end
+  return nil
+end
+
 local replies = {}
 local base = 0
 for i = 2, #ARGV, 3 do
-  replies[#replies + 1] = decide(base, ARGV[i + 1], ARGV[i + 2])
+  local ok, reply = pcall(decide, base, ARGV[i + 1], ARGV[i + 2])
+  if not ok then
+    local failure = own_failure(reply)
+    if failure == nil then
+      error(reply, 0)
+    end
+    reply = failure
+  end
+  replies[#replies + 1] = reply
   base = base + tonumber(ARGV[i])
 end
 return {ok = table.concat(replies, ',')}

@@ -114,6 +114,25 @@ async def test_total_timeout_ends_the_request(service: Service, key: str) -> Non
     assert time.monotonic() - started < 1.2
 
 
+async def test_a_stalled_body_fails_by_the_attempt_timeout_instead_of_hanging(
+    service: Service, key: str
+) -> None:
+    pipeline = standard_pipeline(total_timeout=5.0, attempt_timeout=0.3)
+    async with client(service, pipeline, timeout=None) as http:
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):
+            await http.get(f"/stall/{key}?fail=1")
+    assert time.monotonic() - started < 1.5  # the stall lasts 3 s
+    assert service.hits(key) == 1
+
+
+async def test_a_slow_body_that_never_stalls_is_read_whole(service: Service, key: str) -> None:
+    pipeline = standard_pipeline(total_timeout=0.6, attempt_timeout=0.3)
+    async with client(service, pipeline, timeout=None) as http:
+        response = await http.get(f"/trickle/{key}?fail=1&every=0.02")
+    assert response.content == b"x" * 60
+
+
 async def test_one_shot_async_body_is_never_sent_twice(service: Service, key: str) -> None:
     async def body() -> AsyncIterator[bytes]:
         yield b"chunk"

@@ -342,6 +342,26 @@ def test_connection_dropped_mid_body_surfaces_when_reading(
     assert service.hits(key) == 1  # the answer had started: the attempt was over
 
 
+def test_a_stalled_body_fails_by_the_attempt_timeout_instead_of_hanging(
+    service: Service, key: str
+) -> None:
+    """With timeout=None on the client, each read of the body waits one attempt timeout."""
+    pipeline = standard_pipeline(total_timeout=5.0, attempt_timeout=0.3)
+    started = time.monotonic()
+    with client(service, pipeline, timeout=None) as http, pytest.raises(httpx.ReadTimeout):
+        http.get(f"/stall/{key}?fail=1")
+    assert time.monotonic() - started < 1.5  # the stall lasts 3 s
+    assert service.hits(key) == 1  # read outside the attempt: not retried
+
+
+def test_a_slow_body_that_never_stalls_is_read_whole(service: Service, key: str) -> None:
+    """The read bound is per read, as httpx's: a long download is not cut short."""
+    pipeline = standard_pipeline(total_timeout=0.6, attempt_timeout=0.3)
+    with client(service, pipeline, timeout=None) as http:
+        response = http.get(f"/trickle/{key}?fail=1&every=0.02")
+    assert response.content == b"x" * 60  # 1.2 s of body, longer than total_timeout
+
+
 def test_read_body_retries_a_connection_dropped_mid_body(
     service: Service, key: str, clock: FakeClock
 ) -> None:

@@ -9,6 +9,8 @@ key fail; later ones answer ``200`` with ``ok <n>``:
   ``status`` with the given ``Retry-After`` and ``RateLimit`` headers;
 * ``/slow/<key>?fail=N&delay=2``: wait ``delay`` seconds before answering;
 * ``/drop/<key>?fail=N``: promise 1000 bytes, send 10, close the connection;
+* ``/stall/<key>?fail=N``: promise 1000 bytes, send 10, then nothing for 3 s;
+* ``/trickle/<key>?fail=N&every=0.05``: send 60 bytes, one every ``every`` seconds;
 * ``/echo/<key>``: (after the failures) answer with the request body.
 """
 
@@ -72,6 +74,20 @@ class Upstream:
             )
             await send({"type": "http.response.body", "body": b"0123456789", "more_body": True})
             return  # uvicorn closes the connection of an unfinished response
+        if failing and behaviour == "stall":
+            headers = [(b"content-length", b"1000")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"0123456789", "more_body": True})
+            await asyncio.sleep(3)
+            return
+        if failing and behaviour == "trickle":
+            headers = [(b"content-length", b"60")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            for _ in range(60):
+                await send({"type": "http.response.body", "body": b"x", "more_body": True})
+                await asyncio.sleep(float(query.get("every", "0.05")))
+            await send({"type": "http.response.body", "body": b""})
+            return
         content = body if behaviour == "echo" else f"ok {n}".encode()
         await _answer(send, 200, content, [])
 

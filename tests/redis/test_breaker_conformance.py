@@ -22,6 +22,8 @@ from resilio._redis_breaker import RedisCircuitBreaker
 from resilio.redis import RedisStore
 from resilio.testing import FakeClock
 
+from ..callers import Caller
+
 pytestmark = pytest.mark.anyio
 
 # (store kind, api, anyio backend): every combination that exists, each once.
@@ -73,6 +75,7 @@ class Harness:
         self.store = store
         self.sync = api == "sync"
         self.clock = clock
+        self.callers: list[Caller] = []
 
     def make(self, name: str = "test", **options: Any) -> CircuitBreaker:
         if "failure_rate" not in options:
@@ -125,18 +128,26 @@ class Harness:
             await breaker.reset_async()
 
     async def enter(self, breaker: CircuitBreaker) -> None:
-        """Start a call that runs until `leave` (blocks nest: leave in reverse order)."""
+        """Start a call of another caller that runs until `leave` (they leave last first).
+
+        Each call is a caller of its own (as if in a thread or task of its
+        own): calls of one caller inside another of the same breaker would be
+        nested in it.
+        """
+        caller = Caller()
         if self.sync:
-            breaker.__enter__()
+            caller.run(breaker.__enter__)
         else:
-            await breaker.__aenter__()
+            await caller.run_async(breaker.__aenter__())
+        self.callers.append(caller)
 
     async def leave(self, breaker: CircuitBreaker, exc: BaseException | None = None) -> None:
         info = (None, None, None) if exc is None else (type(exc), exc, None)
+        caller = self.callers.pop()
         if self.sync:
-            breaker.__exit__(*info)
+            caller.run(breaker.__exit__, *info)
         else:
-            await breaker.__aexit__(*info)
+            await caller.run_async(breaker.__aexit__(*info))
 
     async def open(self, breaker: CircuitBreaker, failures: int = 3) -> None:
         await self.fail(breaker, failures)
@@ -291,6 +302,48 @@ async def test_a_hung_probe_never_wedges_the_breaker(h: Harness) -> None:
     await h.succeed(breaker)  # a fresh probe
     assert await h.state(breaker) is CircuitState.CLOSED
     await h.leave(breaker, Boom())  # the hung probe returns at last: an old generation
+    assert await h.state(breaker) is CircuitState.CLOSED
+
+
+async def nested_call(h: Harness, breaker: CircuitBreaker, inner: Callable[[], Any]) -> Any:
+    """Call through ``breaker`` a function that calls ``inner`` through it too."""
+    if h.sync:
+        return breaker.call(lambda: breaker.call(inner))
+
+    async def inner_async() -> Any:
+        return inner()
+
+    async def outer() -> Any:
+        return await breaker.call_async(inner_async)
+
+    return await breaker.call_async(outer)
+
+
+async def test_calls_inside_a_probe_are_part_of_it(h: Harness) -> None:
+    """A guarded function calling another guarded by the same breaker can still close it."""
+    breaker = h.make(failure_threshold=1, success_threshold=2)
+    await h.open(breaker, 1)
+    h.clock.advance(10.0)
+    assert await nested_call(h, breaker, lambda: "ok") == "ok"
+    # The nested call took no probe slot and counted nothing: one probe success of two.
+    assert await h.state(breaker) is CircuitState.HALF_OPEN
+    assert await nested_call(h, breaker, lambda: "ok") == "ok"
+    assert await h.state(breaker) is CircuitState.CLOSED
+    await h.open(breaker, 1)
+    h.clock.advance(10.0)
+    with pytest.raises(Boom):
+        await nested_call(h, breaker, failing)  # the probe fails with it: open again
+    assert await h.state(breaker) is CircuitState.OPEN
+    assert await h.retry_after(breaker) == pytest.approx(10.0)
+
+
+async def test_a_probe_holds_its_slot_for_its_own_calls_only(h: Harness) -> None:
+    breaker = h.make(failure_threshold=1)
+    await h.open(breaker, 1)
+    h.clock.advance(10.0)
+    await h.enter(breaker)  # another caller's probe
+    await h.rejected(breaker)  # this caller is not inside it
+    await h.leave(breaker)
     assert await h.state(breaker) is CircuitState.CLOSED
 
 

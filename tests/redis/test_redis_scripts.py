@@ -221,6 +221,46 @@ async def test_a_batch_of_many_decisions_on_many_limits_fits_in_the_reply(
     assert len([key async for key in async_client.scan_iter(match=f"{prefix}*")]) == 4004
 
 
+async def clobbered_key_in_a_batch(client: Any, prefix: str) -> None:
+    """One user's key overwritten by another program; that user and four more decide at once."""
+    store = RedisStore(client, prefix=prefix)
+    limiter = TokenBucket(rate=1, per=3600.0, capacity=10, store=store, name="api")
+    await limiter.try_acquire_async("bad")
+    [key] = [key async for key in client.scan_iter(match=f"{prefix}*")]
+    await client.delete(key)
+    await client.rpush(key, "x")  # another program writes a list under the same key
+    users = ["first", "g1", "g2", "bad", "g3"]  # "first" goes alone, the others in one batch
+    answers = await asyncio.gather(
+        *(limiter.try_acquire_async(user) for user in users), return_exceptions=True
+    )
+    failed = {
+        user: answer
+        for user, answer in zip(users, answers, strict=True)
+        if isinstance(answer, Exception)
+    }
+    assert list(failed) == ["bad"]
+    assert isinstance(failed["bad"], redis.exceptions.ResponseError)
+    assert "WRONGTYPE" in str(failed["bad"])
+    remaining = {user: (await limiter.peek_async(user)).remaining for user in users[:3] + users[4:]}
+    # Each charged once (peek answers as for one more unit): its own decision only.
+    assert remaining == dict.fromkeys(["first", "g1", "g2", "g3"], 8)
+    assert await client.lrange(key, 0, -1) == [b"x"]  # the bad key is left as it was
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_clobbered_key_fails_only_its_own_decision_in_a_batch(
+    async_client: redis.asyncio.Redis, prefix: str
+) -> None:
+    await clobbered_key_in_a_batch(async_client, prefix)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_clobbered_key_fails_only_its_own_decision_in_a_cluster_batch(
+    async_cluster_client: Any, prefix: str
+) -> None:
+    await clobbered_key_in_a_batch(async_cluster_client, prefix)
+
+
 def test_more_keys_than_one_script_call_takes_are_refused_when_built(
     sync_client: redis.Redis, prefix: str
 ) -> None:
@@ -295,6 +335,21 @@ async def test_a_batch_refused_by_a_replica_is_sent_once_more_then_reported(
         with replica.admin() as admin:
             stats = admin.info("commandstats")["cmdstat_evalsha"]["calls"]
         assert stats == 6  # each call twice
+        await client.aclose()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_batch_whose_writes_are_refused_is_an_outage_not_a_key_failure(
+    prefix: str,
+) -> None:
+    """Inside the batch script a refused write is not one decision's failure: all fail alike."""
+    with a_replica() as replica:
+        client = redis.asyncio.Redis.from_url(replica.url, **client_options(asynchronous=True))
+        store = RedisStore(client, prefix=prefix, on_error="open")
+        limiter = TokenBucket(rate=1, per=3600.0, capacity=1, store=store)
+        decisions = await asyncio.gather(*(limiter.try_acquire_async(f"u{i}") for i in range(5)))
+        assert all(decision.allowed for decision in decisions)  # failed open, every one
+        assert isinstance(store._last_error, NotWritableError)
         await client.aclose()
 
 
