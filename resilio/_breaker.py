@@ -52,6 +52,9 @@ _NOTICE_KINDS = {
 }
 _names = itertools.count(1)
 
+#: The longest count window (``window=``): it keeps one outcome per call.
+MAX_WINDOW: Final = 1_000_000
+
 #: The permit of a call made inside a probe of the same breaker: it counts nothing
 #: (no generation matches it), so the probe's own outcome decides.
 NESTED: Final = core.Permit(-1, 0, 0.0, False)
@@ -234,6 +237,12 @@ class CircuitBreaker(Strategy):
             _positive(minimum_calls, "minimum_calls", integer=True)
             if window is not None:
                 _positive(window, "window", integer=True)
+                if window > MAX_WINDOW:
+                    raise ValueError(
+                        f"window={window} would keep that many outcomes (one per call); "
+                        f"a count window holds at most {MAX_WINDOW:,} calls: for a longer "
+                        "horizon use window_duration= (constant memory)"
+                    )
                 if minimum_calls > window:
                     raise ValueError(
                         f"minimum_calls={minimum_calls} can never be reached in a window of "

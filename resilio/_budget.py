@@ -23,7 +23,8 @@ class RetryBudget:
 
     Args:
         ratio: Retries allowed per call, between 0 and 1000 (0.2 = 20%).
-        min_per_second: Retries per second always allowed, whatever the traffic.
+        min_per_second: Retries per second always allowed, whatever the traffic;
+            at most one second's worth (at least one) is saved up while idle.
         capacity: The most earned retries that can be saved up for a burst.
         clock: Where the reserve reads time; defaults to resilio's clock.
     """

@@ -174,10 +174,8 @@ class RateLimiter(Strategy):
             raise TypeError(f"store= takes a resilio.stores.Store, got {store!r}")
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(f"clock= takes a resilio Clock, got {clock!r}")
-        if name is not None:
-            checked_name(name)
         _check_timeout(timeout)
-        self.name = name or "+".join(names)
+        self.name = "+".join(names) if name is None else checked_name(name)
         self._store: Store = MemoryStore() if store is None else store
         self._own_store = store is not None  # AllOf keeps a part's chosen store
         self._clock = clock

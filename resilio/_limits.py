@@ -23,6 +23,7 @@ from ._core.limiters import (
 )
 from ._events import Listener
 from ._limiter import RateLimiter, _duration_us, _positive_int, _positive_number
+from ._strategy import checked_name
 from .stores import Store
 
 __all__ = [
@@ -112,7 +113,7 @@ class _BucketLimiter(RateLimiter):
             "lower the capacity or raise the rate",
         )
         super().__init__(
-            [self._algorithm(interval, capacity, name or "")],
+            [self._algorithm(interval, capacity, _limit_name(name))],
             name=name,
             store=store,
             clock=clock,
@@ -225,7 +226,7 @@ class _WindowLimiter(RateLimiter):
                 f"{owner}: a limit of {count} is 2**53 or more, beyond what limiters count "
                 "exactly (on Redis, in a double); lower it, or count in larger units (cost)"
             )
-        algorithm = self._algorithm(count, window_us, name or "")
+        algorithm = self._algorithm(count, window_us, _limit_name(name))
         super().__init__(
             [algorithm], name=name, store=store, clock=clock, listeners=listeners, timeout=timeout
         )
@@ -374,6 +375,10 @@ class AllOf(RateLimiter):
             limits.extend(part._limits)
             if part._max_queued is not None:
                 queued.append(part._max_queued)
+        # The same limit twice ("2/s" and "2/second") is that limit once; two different
+        # limits under one name are refused by RateLimiter.
+        same = {(limit.name, limit.kind, limit.params): limit for limit in limits}
+        limits = list(same.values())
         # One decision runs in one store on one clock: the parts' own choices carry
         # over, and parts that disagree (with each other or with AllOf) are refused.
         store = _shared("store", store, [p._store for p in limiters if p._own_store])
@@ -388,6 +393,11 @@ class AllOf(RateLimiter):
             timeout=timeout,
             max_queued=min(queued) if queued else None,
         )
+
+
+def _limit_name(name: object) -> str:
+    """The name a limiter gives its limit: ``name`` checked, or "" for the default one."""
+    return "" if name is None else checked_name(name)
 
 
 def _shared(option: str, given: Any, from_parts: list[Any]) -> Any:

@@ -56,10 +56,8 @@ class Pipeline(Strategy):
                 raise TypeError(
                     f"Pipeline takes resilio strategies; item {position} is {strategy!r}"
                 )
-        if name is not None:
-            checked_name(name)
         self.strategies: tuple[Strategy, ...] = strategies
-        self.name = name or "pipeline"
+        self.name = "pipeline" if name is None else checked_name(name)
         self._named = name is not None
         self._check_timeouts()
 

@@ -184,17 +184,17 @@ class RedisCircuitBreaker(CircuitBreaker):
     ) -> list[Any] | None:
         """Run one step on a sync client; None when Redis failed (the store noted it)."""
         store = self._store
-        if store._down_until and not force and store._is_down():
+        if (store._down_until or store._down_nodes) and not force and store._is_down(self._keys[0]):
             return None
         try:
             reply = run_script(store.client, _SCRIPT, self._keys, self._args(step, now, extra))
         except _FAILURES as exc:
             if not _is_outage(exc):
                 raise
-            store._failed(exc)
+            store._failed(exc, self._keys[0])
             return None
         if store._last_error is not None:
-            store._recovered()
+            store._recovered(self._keys[0])
         return cast("list[Any]", reply)
 
     async def _run_async(
@@ -204,17 +204,17 @@ class RedisCircuitBreaker(CircuitBreaker):
         if runner is None:
             return await anyio.to_thread.run_sync(lambda: self._run(step, now, extra, force=force))
         store = self._store
-        if store._down_until and not force and store._is_down():
+        if (store._down_until or store._down_nodes) and not force and store._is_down(self._keys[0]):
             return None
         try:
             reply = await runner(self._keys, self._args(step, now, extra))
         except _FAILURES as exc:
             if not _is_outage(exc):
                 raise
-            store._failed(exc)
+            store._failed(exc, self._keys[0])
             return None
         if store._last_error is not None:
-            store._recovered()
+            store._recovered(self._keys[0])
         return cast("list[Any]", reply)
 
     def _read(

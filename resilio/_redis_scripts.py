@@ -32,6 +32,7 @@ from redis.exceptions import MasterDownError, NoScriptError, ReadOnlyError, Resp
 __all__ = [
     "AsyncScriptRunner",
     "Script",
+    "client_decodes",
     "client_encoding",
     "client_flavour",
     "client_timeout",
@@ -71,8 +72,23 @@ SYNC_CLIENTS: Final = (redis.Redis, redis.cluster.RedisCluster)
 ASYNC_CLIENTS: Final = (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)
 
 
+# Pipelines subclass the clients, but queue commands instead of running them.
+PIPELINES: Final = (
+    redis.client.Pipeline,
+    redis.cluster.ClusterPipeline,
+    redis.asyncio.client.Pipeline,
+    redis.asyncio.cluster.ClusterPipeline,
+)
+
+
 def client_flavour(client: object) -> str:
     """Return ``"sync"`` or ``"async"`` for a redis-py client, or raise TypeError."""
+    if isinstance(client, PIPELINES):
+        raise TypeError(
+            f"expected a redis-py client, got a pipeline ({type(client).__module__}."
+            f"{type(client).__qualname__}): a pipeline queues commands until it is executed; "
+            "give the client it was made from"
+        )
     if isinstance(client, SYNC_CLIENTS):
         return "sync"
     if isinstance(client, ASYNC_CLIENTS):
@@ -92,8 +108,17 @@ def _connection_kwargs(client: object) -> dict[str, Any]:
 
 
 def client_timeout(client: object) -> float | None:
-    """The socket timeout (seconds) the client's connections use, if any."""
+    """The socket timeout (seconds) the client's connections use, if any.
+
+    Raises:
+        TypeError: The client was given something other than a number of seconds.
+    """
     timeout = _connection_kwargs(client).get("socket_timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
+        raise TypeError(
+            f"the Redis client's socket_timeout is {timeout!r}: give it a number of seconds, "
+            "for example redis.Redis(..., socket_timeout=0.5)"
+        )
     return None if timeout is None else float(timeout)
 
 
@@ -105,6 +130,11 @@ def client_encoding(client: object) -> tuple[str, str]:
     """
     kwargs = _connection_kwargs(client)
     return kwargs.get("encoding", "utf-8"), kwargs.get("encoding_errors", "strict")
+
+
+def client_decodes(client: object) -> bool:
+    """Whether the client decodes replies into str (``decode_responses=True``)."""
+    return bool(_connection_kwargs(client).get("decode_responses", False))
 
 
 class NotWritableError(RedisConnectionError):

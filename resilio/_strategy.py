@@ -17,12 +17,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def checked_name(name: object) -> str:
-    """Return ``name`` if it is a non-empty str, the name of a strategy; raise otherwise."""
+    """Return ``name``, the name of a strategy, as a plain str; raise unless a non-empty str.
+
+    A str subclass (a ``str`` enum member) gives its value, not how it
+    formats: names key shared state (in Redis) and must not depend on it.
+    """
     if not isinstance(name, str):
         raise TypeError(f"name must be a non-empty str, got {name!r}")
     if not name:
         raise ValueError("name must be a non-empty str, got ''")
-    return name
+    return name if name.__class__ is str else str.__str__(name)
 
 
 class Strategy(abc.ABC):

@@ -122,6 +122,22 @@ def _path_matcher(path: str | re.Pattern[str] | None) -> Callable[[str], bool] |
     return lambda text: pattern.match(text) is not None
 
 
+def _methods(methods: Iterable[str]) -> frozenset[str]:
+    """``methods`` upper-cased, refusing a bare string and an empty set (which match nothing)."""
+    if isinstance(methods, (str, bytes)):
+        raise TypeError(
+            f"methods= takes a collection of method names, such as [{methods!r}], "
+            f"not the string {methods!r} (whose letters would be the methods)"
+        )
+    names = list(methods)
+    if not names or not all(isinstance(name, str) and name for name in names):
+        raise ValueError(
+            f"methods= takes one or more method names such as ['GET', 'POST'], got {names!r}; "
+            "leave it out to apply the rule to every method"
+        )
+    return frozenset(name.upper() for name in names)
+
+
 class Rule:
     """One limit of a `RateLimitMiddleware`: a limiter and the requests it applies to.
 
@@ -164,7 +180,7 @@ class Rule:
         self.key = key
         self.name = check_policy_name(limiter.name if name is None else name)
         self._match = _path_matcher(path)
-        self.methods = None if methods is None else frozenset(m.upper() for m in methods)
+        self.methods = None if methods is None else _methods(methods)
         self.cost = cost
         limits = limiter._limits  # the algorithms behind the limiter, for RateLimit-Policy
         if len(limits) == 1:
@@ -351,8 +367,11 @@ class RateLimitMiddleware:
         self.app = app
         self.rules: tuple[Rule, ...] = tuple(every)
         self.key: KeyFunction = key if key is not None else client_address()
-        self.headers = bool(headers)
-        self.x_headers = bool(x_headers)
+        for option, value in (("headers", headers), ("x_headers", x_headers)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{option}= takes True or False, got {value!r}")
+        self.headers = headers
+        self.x_headers = x_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection."""

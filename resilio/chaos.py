@@ -279,7 +279,7 @@ class ChaosStrategy(Strategy):
         self._trigger = Trigger(name, injection_rate, enabled, seed)
         self._listeners = validate_listeners(listeners)
         self._clock = clock
-        self.name = name
+        self.name = self._trigger.name
 
     def _emit(self, kind: EventKind, *, delay: float | None = None, **outcome: Any) -> None:
         if listening(self._listeners):

@@ -28,11 +28,13 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 import logging
 import math
 import time
+import weakref
 from collections.abc import Sequence
 from typing import Any, Final, Literal
 
 import anyio.to_thread
 import redis.asyncio.cluster
+import redis.cluster
 from redis.exceptions import ResponseError
 
 from ._core.limiters import US, Algorithm, Decision, Verdict, combine, make_decision
@@ -42,6 +44,7 @@ from ._redis_scripts import (
     AsyncScriptRunner,
     Key,
     Script,
+    client_decodes,
     client_encoding,
     client_flavour,
     client_timeout,
@@ -98,6 +101,16 @@ _CLUSTER_OUTAGES: Final = (
 )
 
 
+# Outages of the one node a call went to, as opposed to the whole cluster's.
+_NODE_FAILURES: Final = (
+    redis.exceptions.ConnectionError,  # NotWritableError (a refused write) too
+    redis.exceptions.TimeoutError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.TryAgainError,
+    OSError,
+)
+
+
 def _is_outage(exc: BaseException) -> bool:
     """Whether ``exc``, one of `_FAILURES`, means Redis is unavailable (not misused)."""
     if isinstance(exc, redis.exceptions.RedisClusterException) and not isinstance(
@@ -137,9 +150,10 @@ class _Plan:
             kind = _KINDS.get(limit.kind)
             if kind is None:
                 raise TypeError(f"RedisStore cannot run the {limit.kind!r} algorithm of {limit!r}")
-            suffixes.append(f"}}:{limit.name}")
+            name = _key_name(limit.name)
+            suffixes.append(f"}}:{name}")
             if kind == "o":
-                suffixes.append(f"}}:{limit.name}:total")
+                suffixes.append(f"}}:{name}#total")
             words += [kind, *map(str, limit.params)]
         if len(suffixes) > _LimiterRunner.MOST_KEYS:
             raise ValueError(
@@ -213,6 +227,36 @@ class _LimiterRunner(AsyncScriptRunner):
         return [ResponseError(part[1:]) if part[:1] == "!" else part for part in text.split(",")]
 
 
+def _keeps_ascii(encoding: str) -> bool:
+    """Whether ``encoding`` writes ASCII text as ASCII bytes (the script replies are ASCII)."""
+    try:
+        return "0 1,!-WRONGTYPE".encode(encoding) == b"0 1,!-WRONGTYPE"
+    except LookupError:
+        return False
+
+
+def _key_name(name: str) -> str:
+    """``name`` as it appears in Redis keys: with ``#`` escaped, no name makes ``<log>#total``."""
+    if "#" in name or "%" in name:
+        return name.replace("%", "%25").replace("#", "%23")
+    return name
+
+
+# The limits named through each client, per prefix, whichever store registered
+# them: two different limits under one name would share keys.
+_names_by_client: weakref.WeakKeyDictionary[Any, dict[str, dict[str, tuple[str, tuple[int, ...]]]]]
+_names_by_client = weakref.WeakKeyDictionary()
+
+
+def _names_for(client: Any, prefix: str) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """The names registered on ``client`` under ``prefix``, shared by every store on it."""
+    try:
+        prefixes = _names_by_client.setdefault(client, {})
+    except TypeError:  # a client that takes no weak reference: this store alone
+        return {}
+    return prefixes.setdefault(prefix, {})
+
+
 def _hash_tag(key: str) -> str:
     """The Cluster hash tag of ``key``: never empty, and distinct keys get distinct tags."""
     # Braces would end the {hash tag} early: escape them (and the escape character).
@@ -268,6 +312,8 @@ class RedisStore:
         "__weakref__",  # limiters on one store share their waiting lines (resilio._waiting)
         "_async",
         "_client",
+        "_cluster",
+        "_down_nodes",
         "_down_until",
         "_encoding",
         "_fallback",
@@ -324,6 +370,12 @@ class RedisStore:
         self._client = client
         # Keys are sent as bytes encoded here, as redis-py would encode them.
         self._encoding = client_encoding(client)
+        if client_decodes(client) and not _keeps_ascii(self._encoding[0]):
+            raise ValueError(
+                f"the Redis client decodes replies as {self._encoding[0]!r}, which does not "
+                "keep ASCII as it is, so the store could not read its scripts' replies: use "
+                "UTF-8 (the default), or decode_responses=False"
+            )
         self._async = flavour == "async"
         self._runner = _LimiterRunner(client, _LIMITER) if self._async else None
         self._prefix = prefix
@@ -333,8 +385,12 @@ class RedisStore:
         self._fallback: Store | None = MemoryStore() if on_error == "local" else None
         self._plans: dict[tuple[Algorithm, ...], _Plan] = {}
         self._signatures: dict[tuple[tuple[str, str, tuple[int, ...]], ...], _Plan] = {}
-        self._names: dict[str, tuple[str, tuple[int, ...]]] = {}
+        self._names = _names_for(client, prefix)
+        self._cluster = isinstance(
+            client, (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)
+        )
         self._down_until = 0.0
+        self._down_nodes: dict[str, float] = {}
         self._last_error: BaseException | None = None
 
     @property
@@ -416,24 +472,61 @@ class RedisStore:
             "the store a sync client"
         )
 
-    def _is_down(self) -> bool:
-        if time.monotonic() < self._down_until:
-            return True
-        self._down_until = 0.0
+    # Outages: the whole server (or cluster) is down until `_down_until`; on a
+    # Cluster client, a node that failed alone is down until `_down_nodes[node]`,
+    # and only the keys it serves take the failure policy meanwhile.
+
+    def _node(self, key: Key) -> str | None:
+        """The Cluster node serving ``key`` now; None on a standalone client or when unknown."""
+        if not self._cluster:
+            return None
+        try:
+            slot = self._client.keyslot(key)
+            return self._client.nodes_manager.get_node_from_slot(slot).name  # type: ignore[no-any-return]
+        except (redis.exceptions.RedisError, LookupError, AttributeError):
+            return None  # no slot map yet, or the slot is not covered
+
+    def _is_down(self, key: Key) -> bool:
+        """Whether the failure policy applies to ``key`` now, without asking Redis."""
+        now = time.monotonic()
+        if self._down_until:
+            if now < self._down_until:
+                return True
+            self._down_until = 0.0
+        if self._down_nodes and (node := self._node(key)) is not None:
+            until = self._down_nodes.get(node)
+            if until is not None:
+                if now < until:
+                    return True
+                del self._down_nodes[node]
         return False
 
-    def _failed(self, exc: BaseException) -> None:
+    def _failed(self, exc: BaseException, key: Key) -> None:
+        """Apply the failure policy for ``recovery_time``, to ``key``'s node if it alone failed."""
+        node = self._node(key) if isinstance(exc, _NODE_FAILURES) else None
         if self._last_error is None:
             logger.warning(
-                "Redis is unavailable (%r); the rate limiter store fails %s for %.3g s",
+                "Redis is unavailable (%r%s); the rate limiter store fails %s for %.3g s",
                 exc,
+                "" if node is None else f", Cluster node {node}",
                 self._on_error,
                 self._recovery_time,
             )
         self._last_error = exc
-        self._down_until = time.monotonic() + self._recovery_time
+        until = time.monotonic() + self._recovery_time
+        if node is None:
+            self._down_until = until
+        else:
+            self._down_nodes[node] = until
 
-    def _recovered(self) -> None:
+    def _recovered(self, key: Key) -> None:
+        """A call on ``key`` succeeded after a failure: its node (or the server) is back."""
+        if self._down_nodes:
+            node = self._node(key)
+            if node is not None:
+                self._down_nodes.pop(node, None)
+            if self._down_nodes:
+                return  # other nodes still failing
         logger.info("Redis is available again; the rate limiter store uses it")
         self._last_error = None
         self._down_until = 0.0
@@ -465,19 +558,18 @@ class RedisStore:
         if not isinstance(key, str):
             raise _not_a_key(key)
         plan = self._plan_for(limits)
-        if self._down_until and self._is_down():
+        keys = self._keys(plan, key)
+        if (self._down_until or self._down_nodes) and self._is_down(keys[0]):
             return self._degraded(limits, plan, key, cost, now, mode)
         try:
-            reply = run_script(
-                self._client, _LIMITER, self._keys(plan, key), self._args(plan, cost, now, mode)
-            )
+            reply = run_script(self._client, _LIMITER, keys, self._args(plan, cost, now, mode))
         except _FAILURES as exc:
             if not _is_outage(exc):
                 raise
-            self._failed(exc)
+            self._failed(exc, keys[0])
             return self._degraded(limits, plan, key, cost, now, mode)
         if self._last_error is not None:
-            self._recovered()
+            self._recovered(keys[0])
         return plan.decision(reply)
 
     async def _decide_async(
@@ -488,28 +580,29 @@ class RedisStore:
         if not isinstance(key, str):
             raise _not_a_key(key)
         plan = self._plan_for(limits)
-        if self._down_until and self._is_down():
+        keys = self._keys(plan, key)
+        if (self._down_until or self._down_nodes) and self._is_down(keys[0]):
             return self._degraded(limits, plan, key, cost, now, mode)
         try:
-            reply = await self._runner(self._keys(plan, key), self._args(plan, cost, now, mode))
+            reply = await self._runner(keys, self._args(plan, cost, now, mode))
         except _FAILURES as exc:
             if not _is_outage(exc):
                 raise
-            self._failed(exc)
+            self._failed(exc, keys[0])
             return self._degraded(limits, plan, key, cost, now, mode)
         if self._last_error is not None:
-            self._recovered()
+            self._recovered(keys[0])
         return plan.decision(reply)
 
     def _reset_keys(self, limits: Sequence[Algorithm], key: str) -> tuple[bytes, ...] | None:
         """The keys to delete, or None when Redis is down and the policy was applied."""
         if not isinstance(key, str):
             raise _not_a_key(key)
-        plan = self._plan_for(limits)
-        if self._down_until and self._is_down():
+        keys = self._keys(self._plan_for(limits), key)
+        if (self._down_until or self._down_nodes) and self._is_down(keys[0]):
             self._reset_degraded(limits, key)
             return None
-        return self._keys(plan, key)
+        return keys
 
     def _reset_degraded(self, limits: Sequence[Algorithm], key: str) -> None:
         if self._on_error == "closed":
@@ -543,7 +636,7 @@ class RedisStore:
         except _FAILURES as exc:
             if not _is_outage(exc):
                 raise
-            self._failed(exc)
+            self._failed(exc, keys[0])
             self._reset_degraded(limits, key)
         if self._fallback is not None:
             self._fallback.reset(limits, key)
@@ -577,7 +670,7 @@ class RedisStore:
         except _FAILURES as exc:
             if not _is_outage(exc):
                 raise
-            self._failed(exc)
+            self._failed(exc, keys[0])
             self._reset_degraded(limits, key)
         if self._fallback is not None:
             self._fallback.reset(limits, key)

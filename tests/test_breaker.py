@@ -84,6 +84,7 @@ def clock() -> FakeClock:
         ({"failure_rate": 0.5, "failure_threshold": 3, "window": 10}, ValueError, "only one"),
         ({"window": 10}, ValueError, "only apply with failure_rate"),
         ({"failure_rate": 0.5, "window": 5}, ValueError, "lower minimum_calls"),
+        ({"failure_rate": 0.5, "window": 10**6 + 1}, ValueError, "at most 1,000,000 calls"),
         ({"failure_rate": 0.5, "window_duration": -1.0}, ValueError, "window_duration"),
         ({"slow_call_duration": 0}, ValueError, "slow_call_duration"),
         ({"half_open_probes": 0}, ValueError, "half_open_probes"),

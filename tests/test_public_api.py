@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import enum
 import importlib
 import inspect
 import subprocess
@@ -129,3 +130,12 @@ def test_every_strategy_checks_its_name(kind: str, build: Callable[[Any], object
         with pytest.raises(TypeError, match="name must be a non-empty str"):
             build(None)
     assert getattr(build("mine"), "name", "mine") == "mine"
+    # A str enum member names by its value (names key shared state), not its formatting.
+    named = build(Name.MINE)
+    if hasattr(named, "name"):
+        assert type(named.name) is str
+        assert named.name == "mine"
+
+
+class Name(str, enum.Enum):
+    MINE = "mine"

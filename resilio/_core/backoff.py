@@ -143,7 +143,8 @@ class Linear(_Shaped):
 
     def base(self, attempt: int) -> float:
         """Return ``initial + step * attempt``, capped at ``max``."""
-        value = self.initial + self.step * float(attempt)
+        # An int past any float would overflow; long before, the wait is at max.
+        value = self.initial + self.step * float(min(attempt, 2**62))
         return value if value < self.max else self.max
 
     def __repr__(self) -> str:

@@ -678,9 +678,9 @@ class SlidingLogAlgorithm(Algorithm):
         return self.capacity - state.total, state.entries[-1][0] + self.window - now
 
     FAST_LOCALS = ("window", "capacity")
-    # Both add to a log in the same way, which `commit` uses too. A log is pruned
-    # only when its oldest entry expired: a call costs more than that test.
-    TAKE = """
+    # Both add to a log in one way (which `commit` uses too), and answer apart. A
+    # log is pruned only when its oldest entry expired: a call costs more than that.
+    _ADD = """
         log = table.get(key)
         if log is None:
             log = table[key] = SlidingLog()
@@ -688,31 +688,26 @@ class SlidingLogAlgorithm(Algorithm):
             self._prune(log, now)
         total = log.total + cost
         if total > capacity:
-            _, remaining, retry_us, reset_us = self._rejected(log, now, cost)
-            return _new_tuple(Decision, (False, remaining, retry_us / US, reset_us / US, capacity))
+            {rejected}
         entries = log.entries
         if not entries:
             log.expires = now + window
         entries.append((now, cost))
         log.total = total
-        return _new_tuple(Decision, (True, capacity - total, 0.0, window / US, capacity))
+        {admitted}
     """
-    ADMIT = """
-        log = table.get(key)
-        if log is None:
-            log = table[key] = SlidingLog()
-        elif now >= log.expires:
-            self._prune(log, now)
-        total = log.total + cost
-        if total > capacity:
-            return False
-        entries = log.entries
-        if not entries:
-            log.expires = now + window
-        entries.append((now, cost))
-        log.total = total
-        return True
-    """
+    TAKE = _ADD.format(
+        rejected="return self._refusal(log, now, cost)",
+        admitted=(
+            "return _new_tuple(Decision, (True, capacity - total, 0.0, window / US, capacity))"
+        ),
+    )
+    ADMIT = _ADD.format(rejected="return False", admitted="return True")
+
+    def _refusal(self, log: SlidingLog, now: int, cost: int) -> Decision:
+        """The `Decision` for a cost that does not fit in ``log``, pruned at ``now``."""
+        _, remaining, retry_us, reset_us = self._rejected(log, now, cost)
+        return _new_tuple(Decision, (False, remaining, retry_us / US, reset_us / US, self.capacity))
 
     def idle(self, state: SlidingLog, now: int) -> bool:
         """See `Algorithm.idle`."""

@@ -304,6 +304,12 @@ def test_configuration_errors() -> None:
         Rule(limiter, name="per client ✓")
     with pytest.raises(TypeError, match="rate limiter"):
         Rule(object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"not the string 'POST'"):
+        Rule(limiter, methods="POST")  # its letters would be the methods: never matches
+    with pytest.raises(ValueError, match="one or more method names"):
+        Rule(limiter, methods=[])
+    with pytest.raises(TypeError, match="headers= takes True or False"):
+        RateLimitMiddleware(app, limiter, headers="no")  # type: ignore[arg-type]
 
 
 # -- FastAPI ------------------------------------------------------------------------------------

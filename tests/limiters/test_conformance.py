@@ -230,7 +230,10 @@ async def test_all_of_rejects_bad_parts() -> None:
     with pytest.raises(TypeError, match="rate limiters or limit strings"):
         AllOf(3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="distinct names"):
-        AllOf(FixedWindow("1/s"), FixedWindow("1/s"))
+        AllOf(FixedWindow("1/s", name="x"), TokenBucket(rate=1, name="x"))
+    # The same limit twice, however written, is that limit once.
+    once = AllOf("2/s", "2/second", SlidingWindow("2/1s"))
+    assert len(once._limits) == 1
 
 
 # -- waiting -----------------------------------------------------------------

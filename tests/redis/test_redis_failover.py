@@ -461,3 +461,39 @@ async def test_an_old_master_without_its_replicas_counts_as_unavailable_async(
             assert await opened.allow_async(KEY)
         finally:
             await client.aclose()
+
+
+# -- Cluster: one frozen master fails only the keys it serves ---------------------------
+
+
+def users_by_owner(cluster: RedisCluster, count: int = 30) -> dict[int, list[str]]:
+    """User keys grouped by the port of the master that serves them."""
+    owners: dict[int, list[str]] = {}
+    for i in range(count):
+        user = f"user:{i}"
+        owners.setdefault(cluster.owner(key_slot(user.encode())).port, []).append(user)
+    return owners
+
+
+def test_a_frozen_cluster_master_fails_only_the_keys_it_serves(prefix: str) -> None:
+    """Other masters keep deciding while one hangs (before the cluster declares it failed)."""
+    with RedisCluster(node_timeout=30.0) as cluster:
+        frozen = cluster.nodes[0]
+        owners = users_by_owner(cluster)
+        stuck = owners.pop(frozen.port)[0]
+        healthy = [user for users in owners.values() for user in users]
+        options = {"socket_timeout": 0.3, "retry": quick_retry(0)}
+        with redis.cluster.RedisCluster.from_url(cluster.url, **options) as client:
+            store = RedisStore(client, prefix=prefix, recovery_time=30.0)
+            limit = hour_bucket(store, "limit")
+            assert limit.allow(stuck)
+            with frozen.paused():
+                with pytest.raises(RedisUnavailableError):
+                    limit.allow(stuck)
+                started = time.monotonic()
+                with pytest.raises(RedisUnavailableError):
+                    limit.allow(stuck)  # its node is known to be down: at once
+                assert time.monotonic() - started < 0.2
+                # Every other user is still decided by Redis, not refused.
+                assert all(limit.try_acquire(user).remaining == CAPACITY - 1 for user in healthy)
+            assert limit.try_acquire(healthy[0]).remaining == CAPACITY - 2

@@ -233,6 +233,53 @@ def test_a_str_subclass_key_uses_the_keys_of_its_value(
     assert keys == [f"{prefix}{{free}}:{limiter.name}"]
 
 
+def test_no_limit_name_shares_a_key_with_a_sliding_log(
+    sync_client: redis.Redis, prefix: str
+) -> None:
+    """A log's second key must be its own, whatever other limits are called."""
+    store = RedisStore(sync_client, prefix=prefix)
+    log = SlidingWindowLog(limit=2, window=3600.0, name="x", store=store)
+    others = [
+        FixedWindow(limit=5, window=3600.0, name=name, store=store)
+        for name in ["x:total", "x#total", "x%23total"]
+    ]
+    for _ in range(3):
+        for limiter in [log, *others]:
+            limiter.try_acquire("k")
+    assert [log.peek("k").remaining] + [other.peek("k").remaining for other in others] == [
+        0,
+        1,
+        1,
+        1,
+    ]
+    keys = {key.decode() for key in sync_client.scan_iter(match=f"{prefix}*")}
+    assert len(keys) == 5  # the log's two, one for each other limit
+
+
+def test_two_stores_on_one_client_refuse_two_limits_of_one_name(
+    sync_client: redis.Redis, prefix: str
+) -> None:
+    TokenBucket(rate=1, name="api", store=RedisStore(sync_client, prefix=prefix))
+    with pytest.raises(ValueError, match="share the name 'api'"):
+        FixedWindow(limit=1, window=60.0, name="api", store=RedisStore(sync_client, prefix=prefix))
+    # Another prefix is another namespace.
+    FixedWindow(
+        limit=1, window=60.0, name="api", store=RedisStore(sync_client, prefix=prefix + "b:")
+    )
+
+
+def test_a_str_enum_name_names_the_state_by_its_value(
+    sync_client: redis.Redis, prefix: str
+) -> None:
+    store = RedisStore(sync_client, prefix=prefix)
+    by_member = TokenBucket(rate=1, per=3600.0, capacity=1, name=Plan.FREE, store=store)
+    by_value = TokenBucket(rate=1, per=3600.0, capacity=1, name="free", store=store)
+    assert by_member.allow("k")
+    assert not by_value.allow("k")  # one limit: the same keys
+    keys = [key.decode() for key in sync_client.scan_iter(match=f"{prefix}*")]
+    assert keys == [f"{prefix}{{k}}:free"]
+
+
 def test_long_keys_are_not_cached(sync_client: redis.Redis, prefix: str) -> None:
     # The cache holds at most KEYS_CACHED short keys; a long key is built per call.
     store = RedisStore(sync_client, prefix=prefix)

@@ -92,7 +92,7 @@ def test_a_rejection_by_one_limit_consumes_nothing_in_the_others(
     assert not refused
     # The log kept one entry only: the refused request was not written there.
     assert sync_client.llen(f"{prefix}{{k}}:log") == 2
-    assert sync_client.get(f"{prefix}{{k}}:log:total") == b"1"
+    assert sync_client.get(f"{prefix}{{k}}:log#total") == b"1"
 
 
 def test_keys_are_encoded_as_the_client_encodes_them(

@@ -70,6 +70,24 @@ def test_configuration_errors_say_what_to_change(redis_endpoint: Endpoint) -> No
         assert "on_error='closed'" in repr(store)
     with pytest.raises(TypeError, match="redis-py client"):
         RedisStore(object())
+    for timeout in ("1", True):  # a str fails on the first command, a bool means 1 s
+        with (
+            redis.Redis.from_url(redis_endpoint.url, socket_timeout=timeout) as client,
+            pytest.raises(TypeError, match="number of seconds"),
+        ):
+            RedisStore(client)
+    with (
+        redis.Redis.from_url(redis_endpoint.url, socket_timeout=1.0) as client,
+        pytest.raises(TypeError, match="got a pipeline"),
+    ):
+        RedisStore(client.pipeline())  # queues commands: nothing would run
+    with (
+        redis.Redis.from_url(
+            redis_endpoint.url, socket_timeout=1.0, decode_responses=True, encoding="utf-16"
+        ) as client,
+        pytest.raises(ValueError, match="does not keep ASCII"),
+    ):
+        RedisStore(client)
 
 
 def test_importing_without_redis_names_the_extra() -> None:
@@ -128,7 +146,7 @@ def test_keys_are_prefixed_and_hash_tagged(
     tag = "user:%7B42%7D%25"
     assert keys == [
         f"{prefix}{{{tag}}}:minute",
-        f"{prefix}{{{tag}}}:minute:total",
+        f"{prefix}{{{tag}}}:minute#total",
         f"{prefix}{{{tag}}}:second",
     ]
     assert len({key_slot(key.encode()) for key in keys}) == 1
