@@ -535,13 +535,13 @@ class SlidingWindowAlgorithm(Algorithm):
         return current == 0 and previous == 0
 
     FAST_LOCALS = ("window", "capacity")
-    # Both test as `evaluate` does with the limit's products taken apart (the
-    # same answers with fewer operations on numbers that may pass 2**62), and
-    # weigh the previous window only when it counted anything.
-    TAKE = """
+    # Both read the counts as `_counts` does, then test as `evaluate` does with the
+    # limit's products taken apart (the same answers with fewer operations on
+    # numbers that may pass 2**62), weighing the previous window only when it
+    # counted anything.
+    _COUNTS = """
         state = table.get(key)
         index = now // window
-        elapsed = now - index * window
         if state is None:
             current = previous = 0
         elif state[0] >= index:
@@ -550,33 +550,28 @@ class SlidingWindowAlgorithm(Algorithm):
             current, previous = 0, state[1]
         else:
             current = previous = 0
+    """
+    TAKE = (
+        _COUNTS
+        + """
+        elapsed = now % window
         after = current + cost
         if previous:
             weighted = previous * (window - elapsed)
-            fits = weighted <= (capacity - after) * window
-        else:
-            weighted = 0
-            fits = after <= capacity
-        if fits:
-            table[key] = (index, after, previous)
+            if weighted <= (capacity - after) * window:
+                table[key] = (index, after, previous)
+                left, reset = capacity - after + -weighted // window, (2 * window - elapsed) / US
+                return _new_tuple(Decision, (True, left, 0.0, reset, capacity))
+        elif after <= capacity:
+            table[key] = (index, after, 0)
             reset = (2 * window - elapsed) / US
-            return _new_tuple(
-                Decision, (True, capacity - after + -weighted // window, 0.0, reset, capacity)
-            )
-        _, remaining, retry_us, reset_us = self._rejected(current, previous, elapsed, cost)
-        return _new_tuple(Decision, (False, remaining, retry_us / US, reset_us / US, capacity))
+            return _new_tuple(Decision, (True, capacity - after, 0.0, reset, capacity))
+        return self._refusal(current, previous, elapsed, cost)
     """
-    ADMIT = """
-        state = table.get(key)
-        index = now // window
-        if state is None:
-            current = previous = 0
-        elif state[0] >= index:
-            index, current, previous = state
-        elif state[0] == index - 1:
-            current, previous = 0, state[1]
-        else:
-            current = previous = 0
+    )
+    ADMIT = (
+        _COUNTS
+        + """
         current += cost
         if previous:
             if previous * (window - now % window) > (capacity - current) * window:
@@ -586,16 +581,33 @@ class SlidingWindowAlgorithm(Algorithm):
         table[key] = (index, current, previous)
         return True
     """
+    )
+
+    def _refusal(self, current: int, previous: int, elapsed: int, cost: int) -> Decision:
+        """The `Decision` for a cost that does not fit, from the counts and time into the window."""
+        _, remaining, retry_us, reset_us = self._rejected(current, previous, elapsed, cost)
+        return _new_tuple(Decision, (False, remaining, retry_us / US, reset_us / US, self.capacity))
 
 
 _NEVER: Final = 2**62  # a time (µs) no clock reaches
+
+
+# An admission in a sliding log: its time (µs) alone when it cost 1, the usual
+# case (an int takes a third of the memory of a pair, and no time to build), or
+# (time, cost).
+LogEntry = int | tuple[int, int]
+
+
+def _stamp_and_cost(entry: LogEntry) -> tuple[int, int]:
+    return (entry, 1) if entry.__class__ is int else entry  # type: ignore[return-value]
 
 
 class SlidingLog:
     """The mutable state of a sliding log.
 
     Attributes:
-        entries: (timestamp µs, cost) of the admissions still counted, oldest first.
+        entries: The admissions still counted, oldest first: each its time (µs)
+            when it cost 1, else (time µs, cost).
         total: The sum of their costs.
         expires: When the oldest entry leaves the window (µs); never while empty.
     """
@@ -603,12 +615,17 @@ class SlidingLog:
     __slots__ = ("entries", "expires", "total")
 
     def __init__(self) -> None:
-        self.entries: deque[tuple[int, int]] = deque()
+        self.entries: deque[LogEntry] = deque()
         self.total = 0
         self.expires = _NEVER
 
+    def newest(self) -> int:
+        """The time (µs) of the latest admission; the log must not be empty."""
+        return _stamp_and_cost(self.entries[-1])[0]
+
     def __repr__(self) -> str:
-        return f"SlidingLog(total={self.total}, entries={list(self.entries)})"
+        pairs = [_stamp_and_cost(entry) for entry in self.entries]
+        return f"SlidingLog(total={self.total}, entries={pairs})"
 
 
 class SlidingLogAlgorithm(Algorithm):
@@ -636,9 +653,14 @@ class SlidingLogAlgorithm(Algorithm):
         # Dropping expired entries changes no answer, so evaluate may do it.
         entries = log.entries
         horizon = now - self.window
-        while entries and entries[0][0] <= horizon:
-            log.total -= entries.popleft()[1]
-        log.expires = entries[0][0] + self.window if entries else _NEVER
+        while entries:
+            stamp, used = _stamp_and_cost(entries[0])
+            if stamp > horizon:
+                log.expires = stamp + self.window
+                return
+            entries.popleft()
+            log.total -= used
+        log.expires = _NEVER
 
     def evaluate(self, state: SlidingLog | None, now: int, cost: int) -> Verdict:
         """See `Algorithm.evaluate`."""
@@ -653,10 +675,11 @@ class SlidingLogAlgorithm(Algorithm):
     def _rejected(self, log: SlidingLog, now: int, cost: int) -> Verdict:
         """The verdict for a cost that does not fit in ``log``, pruned at ``now``."""
         total = log.total
-        reset = log.entries[-1][0] + self.window - now
+        reset = log.newest() + self.window - now
         need = total + cost - self.capacity
         freed = 0
-        for stamp, used in log.entries:  # pragma: no branch - need <= total
+        for entry in log.entries:  # pragma: no branch - need <= total
+            stamp, used = _stamp_and_cost(entry)
             freed += used
             if freed >= need:
                 return False, self.capacity - total, stamp + self.window - now, reset
@@ -675,7 +698,7 @@ class SlidingLogAlgorithm(Algorithm):
         self._prune(state, now)
         if not state.entries:
             return self.capacity, 0
-        return self.capacity - state.total, state.entries[-1][0] + self.window - now
+        return self.capacity - state.total, state.newest() + self.window - now
 
     FAST_LOCALS = ("window", "capacity")
     # Both add to a log in one way (which `commit` uses too), and answer apart. A
@@ -692,7 +715,7 @@ class SlidingLogAlgorithm(Algorithm):
         entries = log.entries
         if not entries:
             log.expires = now + window
-        entries.append((now, cost))
+        entries.append(now if cost == 1 else (now, cost))
         log.total = total
         {admitted}
     """
@@ -711,7 +734,7 @@ class SlidingLogAlgorithm(Algorithm):
 
     def idle(self, state: SlidingLog, now: int) -> bool:
         """See `Algorithm.idle`."""
-        return not state.entries or state.entries[-1][0] + self.window <= now
+        return not state.entries or state.newest() + self.window <= now
 
 
 def combine(verdicts: Sequence[Verdict], limits: Sequence[int]) -> Decision:
