@@ -135,7 +135,7 @@ class _Plan:
     str or an int into bytes at a few times the cost of passing bytes through.
     """
 
-    __slots__ = ("capacities", "capacity", "consume", "keys", "look", "single", "suffixes")
+    __slots__ = ("capacity", "consume", "keys", "limits", "look", "single", "suffixes")
 
     # Keys are cached per user key, up to this many; the cache starts afresh when
     # full. Building them (hash tag, f-string, encode) costs more than a lookup.
@@ -164,8 +164,8 @@ class _Plan:
         spec = " ".join(words)
         self.consume = f" {_CONSUME.decode()} {spec}".encode()
         self.look = f" {_LOOK.decode()} {spec}".encode()
-        self.capacities = [limit.capacity for limit in limits]
-        self.capacity = min(self.capacities)
+        self.limits = tuple(limits)
+        self.capacity = min(limit.capacity for limit in limits)
         self.single = len(limits) == 1
         self.keys: dict[str, tuple[bytes, ...]] = {}
 
@@ -184,7 +184,7 @@ class _Plan:
             (reply[i] == 1, reply[i + 1], reply[i + 2], reply[i + 3])
             for i in range(0, len(reply), 4)
         ]
-        return combine(verdicts, self.capacities)
+        return combine(verdicts, self.limits)
 
 
 class _LimiterRunner(AsyncScriptRunner):

@@ -179,7 +179,7 @@ class MemoryStore:
         verdicts: list[Verdict] = []
         allowed = True
         for limit in limits:
-            table = self._table(limit)
+            table = self._table_of(limit)
             state = table.get(key)
             verdict = limit.evaluate(state, now, cost)
             tables.append(table)
@@ -192,11 +192,33 @@ class MemoryStore:
                 _as_is(limit, state, now) if verdict[0] else verdict
                 for limit, state, verdict in zip(limits, states, verdicts, strict=True)
             ]
-        decision = combine(verdicts, [limit.capacity for limit in limits])
+        decision = combine(verdicts, limits)
         if allowed and commit:
-            for limit, table, state in zip(limits, tables, states, strict=True):
-                table[key] = limit.commit(state, now, cost)
+            for index, limit in enumerate(limits):
+                tables[index][key] = limit.commit(states[index], now, cost)
         return decision
+
+    def _admit_all(self, limits: Sequence[Algorithm], key: str, cost: int, now: int) -> bool:
+        """`allow` on several limits: no verdicts reported, so none built past a rejection."""
+        # Called with the lock held.
+        now = self._tick(now)
+        tables = []
+        states = []
+        for limit in limits:
+            table = self._table_of(limit)
+            state = table.get(key)
+            if not limit.evaluate(state, now, cost)[0]:
+                return False
+            tables.append(table)
+            states.append(state)
+        for index, limit in enumerate(limits):
+            tables[index][key] = limit.commit(states[index], now, cost)
+        return True
+
+    def _table_of(self, limit: Algorithm) -> dict[str, Any]:
+        """`_table`, with the usual case (the very limit object already seen) first."""
+        entry = self._tables.get(limit.name)
+        return entry[1] if entry is not None and entry[0] is limit else self._table(limit)
 
     def acquire(self, limits: Sequence[Algorithm], key: str, cost: int, now: int) -> Decision:
         """See `Store.acquire`."""
@@ -206,20 +228,16 @@ class MemoryStore:
             # One limit: its table found by name, its algorithm's own fast path.
             now = self._tick(now)
             limit = limits[0]
-            entry = self._tables.get(limit.name)
-            table = entry[1] if entry is not None and entry[0] is limit else self._table(limit)
-            return limit.take_in(table, key, now, cost)
+            return limit.take_in(self._table_of(limit), key, now, cost)
 
     def allow(self, limits: Sequence[Algorithm], key: str, cost: int, now: int) -> bool:
         """See `Store.allow`."""
         with self._lock:
             if len(limits) != 1:
-                return self._decide(limits, key, cost, now, True)[0]  # type: ignore[no-any-return]
+                return self._admit_all(limits, key, cost, now)
             now = self._tick(now)
             limit = limits[0]
-            entry = self._tables.get(limit.name)
-            table = entry[1] if entry is not None and entry[0] is limit else self._table(limit)
-            return limit.admit_in(table, key, now, cost)
+            return limit.admit_in(self._table_of(limit), key, now, cost)
 
     def _bind(self, limit: Algorithm) -> tuple[threading.Lock, dict[str, Any], int]:
         """Return the lock, ``limit``'s table of states and the operations until the next sweep.

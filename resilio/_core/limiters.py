@@ -737,7 +737,7 @@ class SlidingLogAlgorithm(Algorithm):
         return not state.entries or state.newest() + self.window <= now
 
 
-def combine(verdicts: Sequence[Verdict], limits: Sequence[int]) -> Decision:
+def combine(verdicts: Sequence[Verdict], limits: Sequence[Algorithm]) -> Decision:
     """Merge the verdicts of several limits on one request into one `Decision`.
 
     The request is allowed only if every limit allows it. ``retry_after`` and
@@ -762,7 +762,7 @@ def combine(verdicts: Sequence[Verdict], limits: Sequence[int]) -> Decision:
             # Allowed so far: the binding limit is the one with the least room left.
             binding = index
     return make_decision(
-        allowed, remaining, 0.0 if allowed else retry / US, reset / US, limits[binding]
+        allowed, remaining, 0.0 if allowed else retry / US, reset / US, limits[binding].capacity
     )
 
 
