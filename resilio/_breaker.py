@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import inspect
 import itertools
 import math
 import sys
@@ -60,25 +61,37 @@ MAX_WINDOW: Final = 1_000_000
 NESTED: Final = core.Permit(-1, 0, 0.0, False)
 
 
+_GENERATORS: Final = inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
+
+
 class Probe:
     """The half-open probe a thread or task is running, as its calls see it.
 
-    Calls through the same breaker made inside it (nested calls, and calls of
-    tasks it started) pass through as part of it while it runs: the probe's
-    outcome decides for them, so a breaker guarding a function and the
-    functions it calls can still close.
+    It is kept in the `contextvars` context of the thread or task that runs
+    it, which the tasks it starts inherit: calls through the same breaker
+    made there while it runs (nested calls, calls of those tasks) pass
+    through as part of it, and the probe's outcome decides for them, so a
+    breaker guarding a function and the functions it calls can still close.
+    A probe entered by a generator (``with breaker:`` across a ``yield``)
+    covers only the calls made while the generator runs: its caller, in the
+    same context, is not inside it.
 
     Attributes:
         permit: The probe's permit.
         lease_end: When its lease ends on the breaker's clock, in seconds.
+        holder: The generator frame that entered it, if a generator did.
         done: Whether its outcome was reported (or it was released).
     """
 
-    __slots__ = ("done", "lease_end", "permit")
+    __slots__ = ("done", "holder", "lease_end", "permit")
 
-    def __init__(self, permit: core.Permit, lease_end: float) -> None:
+    def __init__(
+        self, permit: core.Permit, lease_end: float, entered_by: FrameType | None = None
+    ) -> None:
         self.permit = permit
         self.lease_end = lease_end
+        generator = entered_by is not None and entered_by.f_code.co_flags & _GENERATORS
+        self.holder = entered_by if generator else None
         self.done = False
 
     def covers(self, now: float, generation: int | None = None) -> bool:
@@ -89,7 +102,19 @@ class Probe:
         """
         if generation is not None and generation != self.permit.generation:
             return False
-        return not self.done and now < self.lease_end
+        if self.done or now >= self.lease_end:
+            return False
+        return self.holder is None or _running(self.holder)
+
+
+def _running(frame: FrameType) -> bool:
+    """Whether ``frame`` is on the calling thread's stack (a generator's: it runs now)."""
+    current: FrameType | None = sys._getframe(1)
+    while current is not None:
+        if current is frame:
+            return True
+        current = current.f_back
+    return False
 
 
 def _positive(value: object, option: str, *, integer: bool = False) -> None:
@@ -379,8 +404,11 @@ class CircuitBreaker(Strategy):
     def _now(self) -> float:
         return (self._clock or runtime.clock).now()
 
-    def _admit(self) -> core.Permit:
-        """Return a permit for one call, or raise `CircuitOpenError`."""
+    def _admit(self, entered_by: FrameType | None = None) -> core.Permit:
+        """Return a permit for one call, or raise `CircuitOpenError`.
+
+        ``entered_by``: the frame of a ``with`` block that asks.
+        """
         now = self._now()
         probe = self._probe.get()
         if probe is not None and probe.covers(now, self._core.generation):
@@ -395,7 +423,7 @@ class CircuitBreaker(Strategy):
         if permit is None:
             self._reject(_STATES[state], retry_after, now)
         if state == core.HALF_OPEN:
-            self._probe.set(Probe(permit, now + self.config.half_open_timeout))
+            self._probe.set(Probe(permit, now + self.config.half_open_timeout, entered_by))
         return permit
 
     def _probe_ended(self, permit: core.Permit) -> None:
@@ -601,7 +629,8 @@ class CircuitBreaker(Strategy):
         return permits[index][0]
 
     def __enter__(self) -> CircuitBreaker:
-        self._push(self._core.shared_permit or self._admit(), sys._getframe(1))
+        frame = sys._getframe(1)
+        self._push(self._core.shared_permit or self._admit(frame), frame)
         return self
 
     def __exit__(
@@ -621,7 +650,8 @@ class CircuitBreaker(Strategy):
             self._release(permit)
 
     async def __aenter__(self) -> CircuitBreaker:
-        self._push(self._core.shared_permit or self._admit(), sys._getframe(1))
+        frame = sys._getframe(1)
+        self._push(self._core.shared_permit or self._admit(frame), frame)
         return self
 
     async def __aexit__(

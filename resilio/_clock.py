@@ -95,6 +95,10 @@ class _Runtime:
             self._watchers.add(watcher)
             watcher._runtime_changed()
 
+    def held(self) -> threading.RLock:
+        """The lock that changes take: hold it to read settings and act on them as one step."""
+        return self._changing
+
     def changed(self) -> None:
         """Tell every watcher that a process-wide setting changed (the clock, global listeners...).
 

@@ -124,6 +124,6 @@ def decisions(
         )
         # Errors and introspection name the method the function stands for.
         function.__doc__ = getattr(type(limiter), method).__doc__
-        function.__qualname__ = f"{type(limiter).__name__}.{method}"
+        function.__qualname__ = f"RateLimiter.{method}"
         made[method] = function
     return made

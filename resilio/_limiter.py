@@ -140,6 +140,7 @@ class RateLimiter(Strategy):
         "__weakref__",  # runtime calls it back while it lives
         "_clock",
         "_clock_seen",
+        "_inline",
         "_limits",
         "_lines",
         "_listeners",
@@ -195,10 +196,11 @@ class RateLimiter(Strategy):
             store._use_clock(self._limits, self._clock_seen)
         elif (check := getattr(store, "_check_limits", None)) is not None:
             check(self._limits)  # RedisStore: kinds, names and key count, refused now
-        if self._memory and len(self._limits) == 1 and not self._listeners:
-            # The hottest path in resilio: one-frame decisions shadow the methods of
-            # the same names (see resilio._inline), built again on every change of
-            # the process-wide settings they depend on.
+        # The hottest path in resilio: one-frame decisions shadow the methods of the
+        # same names (see resilio._inline), built on first use for the process-wide
+        # settings of the moment, and set aside whenever those change.
+        self._inline = self._memory and len(self._limits) == 1 and not self._listeners
+        if self._inline:
             runtime.watch(self)
 
     def __repr__(self) -> str:
@@ -230,19 +232,48 @@ class RateLimiter(Strategy):
         return round(clock.now() * US)
 
     def _runtime_changed(self) -> None:
-        """Install the one-frame decisions for the current settings, or remove them.
+        """Follow a change of a process-wide setting (the clock, the listeners).
 
-        Called when the limiter is built and, by `runtime`, after every change
-        of a process-wide setting: a swapped clock, a listener added or removed.
+        Called by `runtime` when the limiter is built and after every change:
+        the one-frame decisions, built for the old settings, are set aside, to
+        be built anew by the next decision (see `_fast`).
         """
-        clock = self._current_clock()
+        self._current_clock()
+        for method in _inline.METHODS:
+            self.__dict__.pop(method, None)
+
+    def _fast(self, method: str) -> Callable[..., Any] | None:
+        """The one-frame decision standing for ``method``, built now; None while anybody listens.
+
+        Called by the methods of a limiter entitled to one-frame decisions
+        when they are not in place: at its first decision, and at the first
+        after a change of the settings they depend on. While anybody listens,
+        the methods, which emit, answer.
+        """
         if _events.global_listeners:
-            # Somebody listens: the methods emit, the one-frame decisions do not.
-            for method in _inline.METHODS:
-                self.__dict__.pop(method, None)
-            return
-        assert isinstance(self._store, MemoryStore)
-        self.__dict__.update(_inline.decisions(self, self._store, self._limits[0], clock))
+            return None  # the usual case while anybody listens: no lock taken
+        with runtime.held():  # no change between reading the settings and acting on them
+            if _events.global_listeners:
+                return None
+            assert isinstance(self._store, MemoryStore)
+            clock = self._current_clock()
+            self.__dict__.update(_inline.decisions(self, self._store, self._limits[0], clock))
+            return self.__dict__[method]  # type: ignore[no-any-return]
+
+    def __copy__(self) -> RateLimiter:
+        """Another limiter object applying the same limits to the same state."""
+        twin = object.__new__(type(self))
+        for name in RateLimiter.__slots__:
+            if name not in ("__dict__", "__weakref__") and hasattr(self, name):
+                setattr(twin, name, getattr(self, name))
+        # The one-frame decisions belong to this object: the twin builds its own.
+        methods = {
+            name: value for name, value in self.__dict__.items() if name not in _inline.METHODS
+        }
+        twin.__dict__.update(methods)
+        if twin._inline:
+            runtime.watch(twin)
+        return twin
 
     def _current_clock(self) -> Clock:
         clock = self._clock or runtime.clock
@@ -353,6 +384,8 @@ class RateLimiter(Strategy):
         Raises:
             ValueError: ``cost`` is not positive or exceeds the capacity.
         """
+        if self._inline and (fast := self._fast("try_acquire")) is not None:
+            return fast(key, cost)  # type: ignore[no-any-return]
         if key.__class__ is not str or (
             cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost)
         ):
@@ -368,6 +401,8 @@ class RateLimiter(Strategy):
 
         The fastest way to ask. Args and errors as for `try_acquire`.
         """
+        if self._inline and (fast := self._fast("allow")) is not None:
+            return fast(key, cost)  # type: ignore[no-any-return]
         if key.__class__ is not str or (
             cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost)
         ):
@@ -398,6 +433,8 @@ class RateLimiter(Strategy):
 
     async def try_acquire_async(self, key: str = "", cost: int = 1) -> Decision:
         """Async twin of `try_acquire` (needed with stores on async clients)."""
+        if self._inline and (fast := self._fast("try_acquire_async")) is not None:
+            return await fast(key, cost)  # type: ignore[no-any-return]
         if key.__class__ is not str or (
             cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost)
         ):
@@ -414,6 +451,8 @@ class RateLimiter(Strategy):
 
     async def allow_async(self, key: str = "", cost: int = 1) -> bool:
         """Async twin of `allow`."""
+        if self._inline and (fast := self._fast("allow_async")) is not None:
+            return await fast(key, cost)  # type: ignore[no-any-return]
         return (await self.try_acquire_async(key, cost))[0]  # type: ignore[no-any-return]
 
     async def peek_async(self, key: str = "", cost: int = 1) -> Decision:

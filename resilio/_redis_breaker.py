@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any, Final, ParamSpec, TypeVar, cast
 
 import anyio
@@ -246,9 +246,11 @@ class RedisCircuitBreaker(CircuitBreaker):
         if now < self._open_until:
             self._reject(CircuitState.OPEN, self._open_until - now, now)
 
-    def _admitted(self, reply: list[Any] | None, now: float) -> RemotePermit:
+    def _admitted(
+        self, reply: list[Any] | None, now: float, entered_by: FrameType | None = None
+    ) -> RemotePermit:
         if reply is None:
-            return self._degraded_admit()
+            return self._degraded_admit(entered_by)
         state, wait = self._read(reply, now)
         if not reply[0]:
             self._reject(state, wait, now)
@@ -256,7 +258,7 @@ class RedisCircuitBreaker(CircuitBreaker):
         quiet = token == 0 and reply[6] == 0 and self.config.failure_threshold is not None
         permit = RemotePermit(int(reply[2]), token, float(reply[4]), quiet=quiet)
         if state is CircuitState.HALF_OPEN and token:
-            self._probe.set(Probe(permit, now + self.config.half_open_timeout))
+            self._probe.set(Probe(permit, now + self.config.half_open_timeout, entered_by))
         return permit
 
     def _inside_probe(self, now: float) -> bool:
@@ -264,28 +266,28 @@ class RedisCircuitBreaker(CircuitBreaker):
         probe = self._probe.get()
         return probe is not None and probe.covers(now)
 
-    def _degraded_admit(self) -> RemotePermit:
+    def _degraded_admit(self, entered_by: FrameType | None) -> RemotePermit:
         policy = self._store._on_error
         if policy == "closed":
             raise self._unavailable()
         if policy == "open":
             return _UNCOUNTED
-        local = super()._admit()
+        local = super()._admit(entered_by)
         return RemotePermit(local.generation, local.token, local.started_at, local=local)
 
-    def _admit(self) -> core.Permit:
+    def _admit(self, entered_by: FrameType | None = None) -> core.Permit:
         now = self._now()
         if self._inside_probe(now):
             return _UNCOUNTED
         self._cached_rejection(now)
-        return self._admitted(self._run(_ADMIT, now), now)
+        return self._admitted(self._run(_ADMIT, now), now, entered_by)
 
-    async def _admit_async(self) -> core.Permit:
+    async def _admit_async(self, entered_by: FrameType | None = None) -> core.Permit:
         now = self._now()
         if self._inside_probe(now):
             return _UNCOUNTED
         self._cached_rejection(now)
-        return self._admitted(await self._run_async(_ADMIT, now), now)
+        return self._admitted(await self._run_async(_ADMIT, now), now, entered_by)
 
     # -- outcomes ---------------------------------------------------------------
 
@@ -519,11 +521,13 @@ class RedisCircuitBreaker(CircuitBreaker):
 
     def __enter__(self) -> CircuitBreaker:
         self._sync_only("`with breaker:`", "`async with breaker:`")
-        self._push(self._admit(), sys._getframe(1))
+        frame = sys._getframe(1)
+        self._push(self._admit(frame), frame)
         return self
 
     async def __aenter__(self) -> CircuitBreaker:
-        self._push(await self._admit_async(), sys._getframe(1))
+        frame = sys._getframe(1)
+        self._push(await self._admit_async(frame), frame)
         return self
 
     async def __aexit__(

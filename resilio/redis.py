@@ -27,6 +27,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 import logging
 import math
+import re
 import time
 import weakref
 from collections.abc import Sequence
@@ -100,6 +101,9 @@ _CLUSTER_OUTAGES: Final = (
     "No targets were found",
 )
 
+
+# host:port in an error's text: the node it names.
+_ADDRESS: Final = re.compile(r"[\w.\-]+:\d+|\[[0-9a-fA-F:]+\]:\d+")
 
 # Outages of the one node a call went to, as opposed to the whole cluster's.
 _NODE_FAILURES: Final = (
@@ -501,9 +505,24 @@ class RedisStore:
                 del self._down_nodes[node]
         return False
 
+    def _failing_node(self, exc: BaseException, key: Key) -> str | None:
+        """The Cluster node that ``exc`` shows failing alone, or None for the whole store.
+
+        The node the error names (redis-py says "Timeout reading from
+        host:port": a call may fail on another node than its own, one the
+        client turned to meanwhile), else the one that serves ``key``.
+        """
+        if not self._cluster or not isinstance(exc, _NODE_FAILURES):
+            return None
+        nodes = getattr(self._client.nodes_manager, "nodes_cache", {})
+        for named in _ADDRESS.findall(str(exc)):
+            if named in nodes:
+                return named  # type: ignore[no-any-return]
+        return self._node(key)
+
     def _failed(self, exc: BaseException, key: Key) -> None:
-        """Apply the failure policy for ``recovery_time``, to ``key``'s node if it alone failed."""
-        node = self._node(key) if isinstance(exc, _NODE_FAILURES) else None
+        """Apply the failure policy for ``recovery_time``, to just a Cluster node if it failed."""
+        node = self._failing_node(exc, key)
         if self._last_error is None:
             logger.warning(
                 "Redis is unavailable (%r%s); the rate limiter store fails %s for %.3g s",
@@ -522,9 +541,14 @@ class RedisStore:
     def _recovered(self, key: Key) -> None:
         """A call on ``key`` succeeded after a failure: its node (or the server) is back."""
         if self._down_nodes:
-            node = self._node(key)
-            if node is not None:
-                self._down_nodes.pop(node, None)
+            node, now = self._node(key), time.monotonic()
+            # This node is back, and so is every one whose time is up: a node that
+            # serves no slot after a failover is never asked about again.
+            self._down_nodes = {
+                name: until
+                for name, until in self._down_nodes.items()
+                if until > now and name != node
+            }
             if self._down_nodes:
                 return  # other nodes still failing
         logger.info("Redis is available again; the rate limiter store uses it")

@@ -76,6 +76,11 @@ class Store(Protocol):
         ...
 
 
+# The latest time (µs) a new store has seen: before any clock's, negative ones
+# included (a fake or skewed clock may read below zero).
+_BEFORE_ANY_TIME = -(2**62)
+
+
 def _as_is(limit: Algorithm, state: Any, now: int) -> Verdict:
     remaining, reset = limit.rest(state, now)
     return True, remaining, 0, reset
@@ -121,7 +126,7 @@ class MemoryStore:
         self._tables: dict[str, tuple[Algorithm, dict[str, Any]]] = {}
         # limit name -> the clock its states were stamped with (see _use_clock)
         self._clocks: dict[str, object] = {}
-        self._now = 0
+        self._now = _BEFORE_ANY_TIME
         self._ops = 0
         self._sweep_every = sweep_every
         self._next_sweep = sweep_every
@@ -275,7 +280,7 @@ class MemoryStore:
                         restarted = True
                     self._clocks[limit.name] = clock
             if restarted:
-                self._now = 0
+                self._now = _BEFORE_ANY_TIME
 
     def _swept(self, now: int) -> int:
         """Sweep at ``now`` for an inline caller (lock held); return the operations until the next.

@@ -43,10 +43,10 @@ def _seconds(value: object, what: str, *, at_least: float = 0.0) -> float:
     """``value`` as a finite number of seconds, at least ``at_least``, or raise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{what} takes a number of seconds, got {value!r}")
-    if not (at_least <= value < math.inf):
-        if value < 0 <= at_least:
-            raise ValueError(f"a fake clock cannot go back: {what} got {value} seconds")
+    if not math.isfinite(value):
         raise ValueError(f"{what} takes a finite number of seconds, got {value}")
+    if value < at_least:
+        raise ValueError(f"a fake clock cannot go back: {what} got {value} seconds")
     return float(value)
 
 
@@ -62,7 +62,7 @@ class FakeClock:
     """
 
     def __init__(self, start: float = 0.0) -> None:
-        self._now = _seconds(start, "start", at_least=-math.inf)
+        self._now = _seconds(start, "start", at_least=-math.inf)  # any finite time
         self.sleeps: list[float] = []
 
     def now(self) -> float:

@@ -653,3 +653,54 @@ def test_blocks_nested_in_a_probe_are_part_of_it(clock: FakeClock) -> None:
     with breaker, breaker:
         pass
     assert breaker.state is CircuitState.CLOSED
+
+
+def test_a_probe_held_by_a_suspended_generator_does_not_cover_its_caller(
+    clock: FakeClock,
+) -> None:
+    """The caller runs in the generator's context, but not inside its probe."""
+    breaker = open_breaker(clock)
+    clock.advance(10)
+    reached: list[int] = []
+
+    def stream() -> Any:
+        with breaker:  # the probe
+            yield "chunk"
+            breaker.call(lambda: reached.append(1))  # inside it, while the generator runs
+            yield "chunk"
+
+    chunks = stream()
+    next(chunks)
+    for _ in range(3):
+        rejected(breaker)  # its slot is taken, and this call is not inside it
+    next(chunks)
+    assert reached == [1]
+    with pytest.raises(StopIteration):
+        next(chunks)
+    assert breaker.state is CircuitState.CLOSED
+
+
+def test_threads_inside_a_probe_only_with_its_context(clock: FakeClock) -> None:
+    """asyncio.to_thread and anyio copy the context: part of the probe; a bare thread is not."""
+    import concurrent.futures
+    import contextvars
+
+    breaker = open_breaker(clock)
+    clock.advance(10)
+    outcomes: list[str] = []
+
+    def inner() -> str:
+        return "ok"
+
+    def probe() -> None:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            try:
+                outcomes.append(pool.submit(breaker.call, inner).result())
+            except CircuitOpenError:
+                outcomes.append("refused")  # a bare thread: not inside
+            context = contextvars.copy_context()
+            outcomes.append(pool.submit(context.run, breaker.call, inner).result())
+
+    breaker.call(probe)
+    assert outcomes == ["refused", "ok"]
+    assert breaker.state is CircuitState.CLOSED

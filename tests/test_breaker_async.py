@@ -455,3 +455,32 @@ async def test_an_async_generator_block_finished_inside_a_probe_ends_its_own_blo
     with pytest.raises(Boom):
         await probe()
     assert breaker.state is CircuitState.OPEN
+
+
+async def test_a_probe_held_by_a_suspended_async_generator_does_not_cover_its_caller() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=1, recovery_time=10.0, clock=clock)
+
+    async def boom() -> None:
+        raise Boom
+
+    async def ok() -> str:
+        return "ok"
+
+    with pytest.raises(Boom):
+        await breaker.call_async(boom)
+    clock.advance(10.0)
+
+    async def stream() -> Any:
+        async with breaker:  # the probe
+            yield "chunk"
+            yield await breaker.call_async(ok)  # inside it, while the generator runs
+
+    chunks = stream()
+    assert await chunks.__anext__() == "chunk"
+    with pytest.raises(CircuitOpenError):
+        await breaker.call_async(ok)  # the caller is not inside the suspended probe
+    assert await chunks.__anext__() == "ok"
+    with pytest.raises(StopAsyncIteration):
+        await chunks.__anext__()
+    assert breaker.state is CircuitState.CLOSED

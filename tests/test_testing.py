@@ -30,6 +30,7 @@ def test_fake_clock_moves_only_when_told() -> None:
     [
         (lambda: FakeClock(start=math.nan), ValueError),
         (lambda: FakeClock(start=math.inf), ValueError),
+        (lambda: FakeClock(start=-math.inf), ValueError),
         (lambda: FakeClock(start="0"), TypeError),
         (lambda: FakeClock().advance(math.nan), ValueError),
         (lambda: FakeClock().advance(math.inf), ValueError),

@@ -213,6 +213,16 @@ local function evaluate(kind, key, total_key, p1, p2, now, cost, rest)
     -- the new total.
     local limit, window = p1, p2
     local total = tonumber(redis.call('GET', total_key))
+    if total == nil and redis.call('LLEN', key) > 0 then
+      -- A list without its total (kept under another key by an older version of
+      -- this script, or lost): count it again. LLEN also reads the list before
+      -- any write, so a key of another type fails the decision before it writes.
+      total = 0
+      local all = redis.call('LRANGE', key, 0, -1)
+      for j = 2, #all, 2 do
+        total = total + tonumber(all[j])
+      end
+    end
     local expired, live = 0, 0
     local stamps = {}
     local costs = {}

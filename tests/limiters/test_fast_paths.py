@@ -63,6 +63,9 @@ async def test_fast_paths_decide_as_the_generic_path(
     name: str, factory: Callable[..., RateLimiter], method: str
 ) -> None:
     fast, generic = factory(), factory(store=ProxyStore())
+    assert fast_path(fast, method) is None  # built by the first decision
+    await call(fast, method, "first", 1)
+    await call(generic, method, "first", 1)
     assert fast_path(fast, method) is not None
     assert fast_path(generic, method) is None
     assert fast_path(fast, method).__code__.co_filename.startswith("<resilio ")
@@ -79,7 +82,7 @@ async def test_fast_paths_decide_as_the_generic_path(
         # Read a few microseconds apart on the real clock.
         assert mine.retry_after == pytest.approx(theirs.retry_after, abs=0.05)
         assert mine.reset_after == pytest.approx(theirs.reset_after, abs=0.05)
-    assert generic.store.calls == len(COSTS)  # type: ignore[attr-defined]
+    assert generic.store.calls == len(COSTS) + 1  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(("name", "factory"), SLOW, ids=IDS)
@@ -92,8 +95,9 @@ def test_fast_paths_step_aside_while_anybody_listens(
         assert all(fast_path(limiter, method) is None for method in METHODS)
         limiter.allow("k")
         limiter.try_acquire("k", 4)
-    assert all(fast_path(limiter, method) is not None for method in METHODS)
+    assert all(fast_path(limiter, method) is None for method in METHODS)  # built when used
     limiter.allow("after")  # after the listener went: not heard
+    assert all(fast_path(limiter, method) is not None for method in METHODS)
     assert [event.kind for event in events] == [
         EventKind.LIMITER_ALLOWED,
         EventKind.LIMITER_REJECTED,
@@ -110,10 +114,12 @@ def test_a_limiter_with_listeners_of_its_own_always_answers_through_its_methods(
 
 def test_fast_paths_follow_a_swap_of_the_global_clock() -> None:
     limiter = TokenBucket(rate=1, per=1.0, capacity=1)
+    assert limiter.try_acquire("before")
     real = fast_path(limiter, "try_acquire")
     with use_clock(FakeClock()) as clock:
-        assert fast_path(limiter, "try_acquire") is not real
+        assert fast_path(limiter, "try_acquire") is None  # set aside
         assert limiter.try_acquire("k")
+        assert fast_path(limiter, "try_acquire") not in (None, real)
         decision = limiter.try_acquire("k")
         assert not decision
         assert decision.retry_after == 1.0  # exact: the fake clock's time
@@ -178,3 +184,33 @@ async def test_async_fast_paths_never_over_admit_across_tasks() -> None:
         for _ in range(10):
             group.start_soon(decide)
     assert admitted == 50
+
+
+def test_a_copy_decides_on_the_same_state_and_follows_the_settings() -> None:
+    import copy
+
+    limiter = SlidingWindowLog(limit=3, window=MONTH)
+    assert limiter.allow("k")
+    twin = copy.copy(limiter)
+    assert fast_path(twin, "allow") is None  # its own, built when used
+    assert twin.allow("k")
+    assert fast_path(twin, "allow") is not fast_path(limiter, "allow")
+    with capture_events() as events:
+        assert twin.allow("k")
+        assert not twin.allow("k")  # one state: 3 admitted in all
+    assert [event.kind for event in events] == [
+        EventKind.LIMITER_ALLOWED,
+        EventKind.LIMITER_REJECTED,
+    ]
+
+
+def test_a_change_of_settings_builds_nothing_until_a_decision_needs_it() -> None:
+    limiters = [TokenBucket(rate=1, per=3600.0, capacity=1) for _ in range(50)]
+    for limiter in limiters:
+        limiter.allow("k")
+    with capture_events():
+        pass
+    assert all(fast_path(limiter, "allow") is None for limiter in limiters)
+    assert not limiters[0].allow("k")
+    assert fast_path(limiters[0], "allow") is not None
+    assert fast_path(limiters[1], "allow") is None

@@ -54,6 +54,25 @@ def test_memory_store_time_never_runs_backwards() -> None:
     assert late.retry_after == pytest.approx(5.0)
 
 
+@pytest.mark.parametrize("start", [-60.0, -1e9])
+def test_limiters_on_a_clock_that_reads_below_zero_refill(start: float) -> None:
+    """A fake or skewed clock may read negative times: they run forwards all the same."""
+    from resilio import TokenBucket
+    from resilio.testing import FakeClock, skew_clock, use_clock
+
+    clock = FakeClock(start=start)
+    bucket = TokenBucket(rate=1, capacity=1, clock=clock)
+    assert bucket.allow()
+    assert not bucket.allow()
+    clock.advance(1.0)
+    assert bucket.allow()
+    with use_clock(FakeClock()) as fake, skew_clock(offset=-30.0):
+        skewed = TokenBucket(rate=1, capacity=1)
+        assert skewed.allow()
+        fake.advance(1.0)
+        assert skewed.allow()
+
+
 def test_memory_store_sweeps_as_a_side_effect_of_traffic() -> None:
     store = MemoryStore(sweep_every=4)
     bucket = GcraAlgorithm(interval=10, capacity=1)

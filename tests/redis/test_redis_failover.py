@@ -21,6 +21,7 @@ and "exactly the capacity was admitted" is the whole check.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
@@ -289,6 +290,9 @@ def test_cluster_master_down_fails_closed_quickly_then_the_replica_decides(
     assert cluster.owner(SLOT, seen_by=replica) is replica
     assert decision.allowed
     assert decision.remaining == CAPACITY // 2 - 1  # the replicated count survived
+    # Back to normal: the old master, which serves no slot now, is not kept as down.
+    assert store._down_nodes == {}
+    assert store._last_error is None
 
 
 @DOWN
@@ -329,6 +333,48 @@ async def test_cluster_master_down_fails_closed_quickly_async(
     assert cluster.owner(SLOT, seen_by=replica) is replica
     assert decision.allowed
     assert decision.remaining == CAPACITY // 2 - 1
+    assert store._down_nodes == {}
+    assert store._last_error is None
+
+
+def test_a_node_that_serves_nothing_after_a_failover_is_not_kept_down(
+    cluster: RedisCluster, prefix: str
+) -> None:
+    """The store forgets a failed node once its time is up, even if it is never asked again."""
+    master = cluster.owner(SLOT)
+    replica = cluster.replica_of(master)
+    with redis.cluster.RedisCluster.from_url(cluster.url, **quick_options()) as client:
+        store = RedisStore(client, prefix=prefix, recovery_time=0.2)
+        limit = hour_bucket(store, "limit")
+        assert limit.allow(KEY)
+        with master.paused():
+            with pytest.raises(RedisUnavailableError):
+                limit.allow(KEY)
+            assert list(store._down_nodes) == [f"{master.host}:{master.port}"]
+            # The frozen master is replaced (as the replica sees it: the master cannot say).
+            wait_for(lambda: _owner_seen_by(cluster, replica) is replica)
+            # Other code on the client meets the new map first (a MOVED): the store
+            # never asks about the old master again.
+            wait_for(lambda: _answers(client, f"{prefix}{{{KEY}}}:other"))
+            time.sleep(0.25)  # past recovery_time: the old master's mark is spent
+            assert limit.allow(KEY)
+            assert store._down_nodes == {}
+            assert store._last_error is None
+
+
+def _owner_seen_by(cluster: RedisCluster, node: RedisServer) -> RedisServer | None:
+    try:
+        return cluster.owner(SLOT, seen_by=node)
+    except (LookupError, redis.RedisError):
+        return None
+
+
+def _answers(client: redis.cluster.RedisCluster, key: str) -> bool:
+    try:
+        client.get(key)
+    except redis.RedisError:
+        return False
+    return True
 
 
 # -- Sentinel ---------------------------------------------------------------------------
@@ -497,3 +543,41 @@ def test_a_frozen_cluster_master_fails_only_the_keys_it_serves(prefix: str) -> N
                 # Every other user is still decided by Redis, not refused.
                 assert all(limit.try_acquire(user).remaining == CAPACITY - 1 for user in healthy)
             assert limit.try_acquire(healthy[0]).remaining == CAPACITY - 2
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_frozen_cluster_master_takes_only_itself_out_for_async_callers(
+    prefix: str,
+) -> None:
+    """Concurrent async decisions go out as one pipeline, which one node can fail for all.
+
+    The callers of that pipeline get its error, but only the node it names is
+    marked down: the next decisions on the other masters go to Redis.
+    """
+    with RedisCluster(node_timeout=30.0) as cluster:
+        frozen = cluster.nodes[1]  # not the startup node, through which the client re-reads the map
+        owners = users_by_owner(cluster, count=60)
+        stuck = owners.pop(frozen.port)
+        healthy = [user for users in owners.values() for user in users]
+        options = {"socket_timeout": 0.3, "retry": quick_retry(0, asynchronous=True)}
+        client = redis.asyncio.cluster.RedisCluster.from_url(cluster.url, **options)
+        try:
+            store = RedisStore(client, prefix=prefix, recovery_time=30.0)
+            limit = hour_bucket(store, "limit")
+            with frozen.paused():
+                first = await asyncio.gather(
+                    *(limit.try_acquire_async(user) for user in stuck + healthy),
+                    return_exceptions=True,
+                )
+                assert all(
+                    isinstance(answer, RedisUnavailableError) for answer in first[: len(stuck)]
+                )
+                assert list(store._down_nodes) == [f"{frozen.host}:{frozen.port}"]
+                again = await asyncio.gather(*(limit.try_acquire_async(user) for user in healthy))
+                assert all(decision.allowed for decision in again)
+                started = time.monotonic()
+                with pytest.raises(RedisUnavailableError):
+                    await limit.try_acquire_async(stuck[0])  # known down: at once
+                assert time.monotonic() - started < 0.2
+        finally:
+            await client.aclose()

@@ -247,6 +247,38 @@ async def clobbered_key_in_a_batch(client: Any, prefix: str) -> None:
     assert await client.lrange(key, 0, -1) == [b"x"]  # the bad key is left as it was
 
 
+def test_a_decision_failing_on_a_key_writes_none_of_its_limits(
+    sync_client: redis.Redis, prefix: str
+) -> None:
+    """Every key of a decision is read before any is written: a bad one leaves all as they were."""
+    store = RedisStore(sync_client, prefix=prefix)
+    bucket = TokenBucket(rate=1, per=3600.0, capacity=3, name="tb", store=store)
+    log = SlidingWindowLog(limit=5, window=3600.0, name="log", store=store)
+    both = AllOf(bucket, log)
+    sync_client.set(f"{prefix}{{victim}}:log", "not a list")  # and no total beside it
+    for _ in range(3):
+        with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+            both.try_acquire("victim")
+    assert bucket.peek("victim").remaining == 2  # as for a key never used: nothing taken
+    assert sync_client.get(f"{prefix}{{victim}}:tb") is None
+
+
+def test_a_log_whose_total_is_missing_is_counted_again(
+    sync_client: redis.Redis, prefix: str
+) -> None:
+    """An older version kept the total under another key: the admissions still count."""
+    store = RedisStore(sync_client, prefix=prefix, time_source="caller")
+    clock = FakeClock(start=1000.0)
+    log = SlidingWindowLog(limit=5, window=60.0, name="log", store=store, clock=clock)
+    for _ in range(3):
+        assert log.try_acquire("k")
+    sync_client.delete(f"{prefix}{{k}}:log#total")  # as if kept elsewhere
+    assert log.peek("k").remaining == 1  # 2 left before this peek's own unit
+    assert log.try_acquire("k", 2).remaining == 0
+    assert not log.try_acquire("k")
+    assert sync_client.get(f"{prefix}{{k}}:log#total") == b"5"  # written back when it admitted
+
+
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_a_clobbered_key_fails_only_its_own_decision_in_a_batch(
     async_client: redis.asyncio.Redis, prefix: str
