@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-import weakref
 from typing import Protocol, runtime_checkable
 
 __all__ = ["Clock", "SystemClock", "runtime"]
@@ -66,54 +65,33 @@ class _Runtime:
         waits_enabled: When false, retry and limiter waits are skipped
             (the delays are still computed and reported).
         retries_enabled: When false, every retry policy makes one attempt.
+        version: Grows by one whenever any setting here or the set of global
+            event listeners changes, after the change: what was read after
+            reading a version is at least that recent.
     """
 
-    __slots__ = ("_changing", "_watchers", "clock", "retries_enabled", "waits_enabled")
+    __slots__ = ("_changing", "clock", "retries_enabled", "version", "waits_enabled")
 
-    _changing: threading.RLock
-    _watchers: weakref.WeakSet[Watcher]
+    _changing: threading.Lock
+    version: int
 
     def __init__(self) -> None:
-        object.__setattr__(self, "_changing", threading.RLock())
-        object.__setattr__(self, "_watchers", weakref.WeakSet())
+        object.__setattr__(self, "_changing", threading.Lock())
+        object.__setattr__(self, "version", 0)
         self.clock: Clock = SystemClock()
         self.waits_enabled = True
         self.retries_enabled = True
 
     def __setattr__(self, name: str, value: object) -> None:
-        with self._changing:
-            object.__setattr__(self, name, value)
-            self.changed()
-
-    def watch(self, watcher: Watcher) -> None:
-        """Call ``watcher._runtime_changed()`` now and after every change, while it lives.
-
-        So the hottest paths may fix what they read here (the clock, whether
-        anybody listens) instead of reading it on every call.
-        """
-        with self._changing:
-            self._watchers.add(watcher)
-            watcher._runtime_changed()
-
-    def held(self) -> threading.RLock:
-        """The lock that changes take: hold it to read settings and act on them as one step."""
-        return self._changing
+        # Every change counts, so the hottest paths can cache what they read here
+        # and look again only when `version` moved (see `changed`).
+        object.__setattr__(self, name, value)
+        self.changed()
 
     def changed(self) -> None:
-        """Tell every watcher that a process-wide setting changed (the clock, global listeners...).
-
-        Changes are told one at a time and in order, so the last a watcher
-        hears of is the latest.
-        """
-        with self._changing:
-            for watcher in list(self._watchers):
-                watcher._runtime_changed()
-
-
-class Watcher(Protocol):
-    """What `_Runtime.watch` takes: an object that follows process-wide settings."""
-
-    def _runtime_changed(self) -> None: ...
+        """Count a change of a process-wide setting (the clock, global listeners...)."""
+        with self._changing:  # two changes at once both count
+            object.__setattr__(self, "version", self.version + 1)
 
 
 runtime = _Runtime()

@@ -11,10 +11,13 @@ Python frame: the methods take three, and a call costs about a tenth of a
 decision.
 
 What they would look up on every call (the clock in effect, whether anybody
-listens) is fixed when they are built. The limiter builds them again
-whenever a process-wide setting changes (`resilio._clock.runtime` calls it
-back), and while anybody listens to events it removes them, so its
-methods, which emit, answer instead.
+listens) is fixed when they are built, with the `runtime.version` of those
+settings: a decision that finds the version moved (a swapped clock, a
+listener added or removed) hands its call to the method it stands for,
+which builds them anew, or, while anybody listens, answers itself and
+emits. So they stay right even when kept by a caller (``allow =
+limiter.allow``), and a change of settings costs nothing until a decision
+meets it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from ._clock import Clock, SystemClock
+from ._clock import Clock, SystemClock, runtime
 from ._core import limiters
 from ._core.fastpath import compile_function, indent
 from ._core.limiters import Algorithm
@@ -35,10 +38,16 @@ if TYPE_CHECKING:
 __all__ = ["METHODS", "TEMPLATE", "decisions"]
 
 TEMPLATE: Final = """\
-def build(self, table, store, acquire, release, check_request, max_cost, clock_now, countdown):
+def build(
+    self, table, store, acquire, release, check_request, max_cost, clock_now, countdown,
+    version, slow,
+):
 {locals}
     {kind}def {name}(key="", cost=1):
         nonlocal countdown
+        if _runtime.version != version:
+            # Built for other settings: the method answers, and builds anew.
+            return {wait}slow(key, cost)
         if key.__class__ is not str or (
             cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= max_cost)
         ):
@@ -73,7 +82,12 @@ METHODS: Final = {
 # directly, any other clock through its now() (seconds).
 _NOW: Final = {True: "_monotonic_ns() // 1000", False: "round(clock_now() * US)"}
 
-_NAMESPACE: Final = {**vars(limiters), "_monotonic_ns": time.monotonic_ns, "_ONE": 1}
+_NAMESPACE: Final = {
+    **vars(limiters),
+    "_monotonic_ns": time.monotonic_ns,
+    "_ONE": 1,
+    "_runtime": runtime,
+}
 
 _builders: dict[tuple[type[Algorithm], str, bool], Callable[..., Any]] = {}
 
@@ -86,6 +100,7 @@ def _builder(algorithm: type[Algorithm], method: str, system: bool) -> Callable[
         text = TEMPLATE.format(
             locals=indent(limiters.fast_locals(algorithm, "self"), 1),
             kind="async " if is_async else "",
+            wait="await " if is_async else "",
             name=method,
             now=_NOW[system],
             body=indent(getattr(algorithm, source), 3),
@@ -97,12 +112,13 @@ def _builder(algorithm: type[Algorithm], method: str, system: bool) -> Callable[
 
 
 def decisions(
-    limiter: RateLimiter, store: MemoryStore, limit: Algorithm, clock: Clock
+    limiter: RateLimiter, store: MemoryStore, limit: Algorithm, clock: Clock, version: int
 ) -> dict[str, Callable[..., Any]]:
     """The one-frame decisions of ``limiter`` on ``clock``, by the names of the methods they shadow.
 
     ``limiter`` applies ``limit`` alone, in ``store``, and has no listeners of
-    its own.
+    its own; nobody listened when `runtime.version` was ``version``. When it
+    has moved on, each decision hands its call to the method it stands for.
     """
     # A new limiter waits its turn to sweep like the others: sweeping at once would
     # cost every limiter built per request a pass over the whole store.
@@ -121,6 +137,8 @@ def decisions(
             limiter.max_cost,
             clock.now,
             countdown,
+            version,
+            getattr(type(limiter), method).__get__(limiter),
         )
         # Errors and introspection name the method the function stands for.
         function.__doc__ = getattr(type(limiter), method).__doc__

@@ -137,7 +137,7 @@ class RateLimiter(Strategy):
     __slots__ = (
         # A limiter of one limit in memory keeps its decision methods here (see __init__).
         "__dict__",
-        "__weakref__",  # runtime calls it back while it lives
+        "_built",
         "_clock",
         "_clock_seen",
         "_inline",
@@ -197,11 +197,13 @@ class RateLimiter(Strategy):
         elif (check := getattr(store, "_check_limits", None)) is not None:
             check(self._limits)  # RedisStore: kinds, names and key count, refused now
         # The hottest path in resilio: one-frame decisions shadow the methods of the
-        # same names (see resilio._inline), built on first use for the process-wide
-        # settings of the moment, and set aside whenever those change.
+        # same names (see resilio._inline), built for the process-wide settings of
+        # the moment (runtime.version), and built again by the methods when those
+        # changed.
         self._inline = self._memory and len(self._limits) == 1 and not self._listeners
+        self._built = -1  # the runtime.version they were built at
         if self._inline:
-            runtime.watch(self)
+            self._fast("allow")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -231,48 +233,42 @@ class RateLimiter(Strategy):
             return _monotonic_ns() // 1000
         return round(clock.now() * US)
 
-    def _runtime_changed(self) -> None:
-        """Follow a change of a process-wide setting (the clock, the listeners).
-
-        Called by `runtime` when the limiter is built and after every change:
-        the one-frame decisions, built for the old settings, are set aside, to
-        be built anew by the next decision (see `_fast`).
-        """
-        self._current_clock()
-        for method in _inline.METHODS:
-            self.__dict__.pop(method, None)
-
     def _fast(self, method: str) -> Callable[..., Any] | None:
-        """The one-frame decision standing for ``method``, built now; None while anybody listens.
+        """The one-frame decision for ``method``, built now if due; None while anybody listens.
 
-        Called by the methods of a limiter entitled to one-frame decisions
-        when they are not in place: at its first decision, and at the first
-        after a change of the settings they depend on. While anybody listens,
-        the methods, which emit, answer.
+        Called by the methods of a limiter entitled to one-frame decisions:
+        they are built when the limiter is, and again after a change of the
+        process-wide settings they depend on (a swapped clock, listeners
+        added or removed), by the first decision that meets them out of date
+        (they hand it to the methods). While anybody listens, the methods,
+        which emit, answer.
         """
+        version = runtime.version  # read first: a change meanwhile is seen next time
+        if self._built == version and (fast := self.__dict__.get(method)) is not None:
+            return fast  # type: ignore[no-any-return]
+        for name in _inline.METHODS:
+            self.__dict__.pop(name, None)
+        clock = self._current_clock()  # follows a swap of the global clock
         if _events.global_listeners:
-            return None  # the usual case while anybody listens: no lock taken
-        with runtime.held():  # no change between reading the settings and acting on them
-            if _events.global_listeners:
-                return None
-            assert isinstance(self._store, MemoryStore)
-            clock = self._current_clock()
-            self.__dict__.update(_inline.decisions(self, self._store, self._limits[0], clock))
-            return self.__dict__[method]  # type: ignore[no-any-return]
+            return None
+        assert isinstance(self._store, MemoryStore)
+        made = _inline.decisions(self, self._store, self._limits[0], clock, version)
+        self.__dict__.update(made)
+        self._built = version
+        return made[method]
 
     def __copy__(self) -> RateLimiter:
         """Another limiter object applying the same limits to the same state."""
         twin = object.__new__(type(self))
         for name in RateLimiter.__slots__:
-            if name not in ("__dict__", "__weakref__") and hasattr(self, name):
+            if name != "__dict__" and hasattr(self, name):
                 setattr(twin, name, getattr(self, name))
         # The one-frame decisions belong to this object: the twin builds its own.
         methods = {
             name: value for name, value in self.__dict__.items() if name not in _inline.METHODS
         }
         twin.__dict__.update(methods)
-        if twin._inline:
-            runtime.watch(twin)
+        twin._built = -1
         return twin
 
     def _current_clock(self) -> Clock:
