@@ -96,3 +96,24 @@ def test_all_of_shares_a_store_with_its_parts_only_by_name() -> None:
     assert minute.peek("k").remaining == 0  # one used through AllOf, one would be by this peek
     assert minute.try_acquire("k").allowed
     assert not both.try_acquire("k").allowed
+
+
+def test_a_sliding_log_drops_expired_entries_in_bulk_and_stays_exact() -> None:
+    from resilio import SlidingWindowLog
+    from resilio.testing import FakeClock
+
+    clock = FakeClock(start=10.0)
+    log = SlidingWindowLog(limit=100, window=1.0, clock=clock)
+    for _ in range(100):  # at 10.00, 10.01, ... 10.99 s
+        assert log.allow("k")
+        clock.advance(0.01)
+    clock.advance(0.695)  # at 11.695 s those up to 10.69 s have left the window
+    admitted = 0
+    while log.allow("k"):
+        admitted += 1
+    assert admitted == 70  # exactly the room that freed
+    state = log.store._tables[log._limits[0].name][1]["k"]  # type: ignore[attr-defined]
+    assert state.total == 100
+    assert len(state.entries) == 100  # the 70 expired entries are gone, not kept
+    assert state.head == 0
+    assert log.try_acquire("k").retry_after == pytest.approx(0.005)  # 10.70 s expires
