@@ -566,7 +566,13 @@ class SlidingWindowAlgorithm(Algorithm):
             table[key] = (index, after, 0)
             reset = (2 * window - elapsed) / US
             return _new_tuple(Decision, (True, capacity - after, 0.0, reset, capacity))
-        return self._refusal(current, previous, elapsed, cost)
+        else:
+            # `_rejected` with no previous window: room comes only in the next one.
+            reset = 2 * window - elapsed
+            retry = (reset - ((capacity - cost) * window) // current) / US
+            return _new_tuple(Decision, (False, capacity - current, retry, reset / US, capacity))
+        _, remaining, retry_us, reset_us = self._rejected(current, previous, elapsed, cost)
+        return _new_tuple(Decision, (False, remaining, retry_us / US, reset_us / US, capacity))
     """
     )
     ADMIT = (
@@ -582,11 +588,6 @@ class SlidingWindowAlgorithm(Algorithm):
         return True
     """
     )
-
-    def _refusal(self, current: int, previous: int, elapsed: int, cost: int) -> Decision:
-        """The `Decision` for a cost that does not fit, from the counts and time into the window."""
-        _, remaining, retry_us, reset_us = self._rejected(current, previous, elapsed, cost)
-        return _new_tuple(Decision, (False, remaining, retry_us / US, reset_us / US, self.capacity))
 
 
 _NEVER: Final = 2**62  # a time (µs) no clock reaches
@@ -688,9 +689,14 @@ class SlidingLogAlgorithm(Algorithm):
 
     def _rejected(self, log: SlidingLog, now: int, cost: int) -> Verdict:
         """The verdict for a cost that does not fit in ``log``, pruned at ``now``."""
-        total = log.total
-        reset = log.newest() + self.window - now
+        total, entries, window = log.total, log.entries, self.window
+        # Written out (entry[0] of a pair, the int itself else): it is the reject path.
+        newest, oldest = entries[-1], entries[log.head]
+        reset = (newest if newest.__class__ is int else newest[0]) + window - now  # type: ignore[index]
         need = total + cost - self.capacity
+        if need <= 1:  # the usual case: the oldest admission frees enough
+            stamp = oldest if oldest.__class__ is int else oldest[0]  # type: ignore[index]
+            return False, self.capacity - total, stamp + window - now, reset
         freed = 0
         for stamp, used in log.counted():  # pragma: no branch - need <= total
             freed += used
