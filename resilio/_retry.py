@@ -6,12 +6,13 @@ import inspect
 import math
 import random as _random
 from collections.abc import Awaitable, Callable, Iterable
+from types import CodeType
 from typing import Any, ParamSpec, TypeVar, cast
 
 from . import _events
 from ._budget import RetryBudget
 from ._clock import Clock, SystemClock, runtime
-from ._context import attempt_var, deadline_var
+from ._context import attempt_var, deadline_var, register_retry_frames
 from ._core.backoff import Backoff, Exponential
 from ._core.retry import GiveUpReason, RetryRules
 from ._errors import RejectedError
@@ -274,35 +275,31 @@ class Retry(Strategy):
         checks_results = on.checks_results
         budget = self._budget
         needs_start = self._rules.deadline is not None
-        set_attempt = attempt_var.set
-        reset_attempt = attempt_var.reset
         again = self._again_sync
         observed = self._observed_sync
         events = _events
 
+        # No context variable to set and reset per call: `current_attempt` finds
+        # this frame (attempt 1) or `_again_sync`'s (its `attempt`) on the stack.
         def retrying(*args: P.args, **kwargs: P.kwargs) -> T:
-            token = set_attempt(1)
+            # The only cost of telemetry here: one flag, set by timing listeners.
+            if events.timing_listeners:
+                return observed(fn, args, kwargs)
+            started = (self._clock or runtime.clock).now() if needs_start else 0.0
+            if budget is not None:
+                budget.deposit()
+            result: T | None
             try:
-                # The only cost of telemetry here: one flag, set by timing listeners.
-                if events.timing_listeners:
-                    return observed(fn, args, kwargs)
-                started = (self._clock or runtime.clock).now() if needs_start else 0.0
-                if budget is not None:
-                    budget.deposit()
-                result: T | None
-                try:
-                    value = fn(*args, **kwargs)
-                except Exception as exc:  # a BaseException that is not an Exception never retries
-                    error: Exception | None = exc
-                    result = None
-                else:
-                    if not checks_results:
-                        return value
-                    error, result = None, value
-                # Outside the `except` block, so later attempts' errors do not chain to this one.
-                return again(fn, args, kwargs, error, result, started)
-            finally:
-                reset_attempt(token)
+                value = fn(*args, **kwargs)
+            except Exception as exc:  # a BaseException that is not an Exception never retries
+                error: Exception | None = exc
+                result = None
+            else:
+                if not checks_results:
+                    return value
+                error, result = None, value
+            # Outside the `except` block, so later attempts' errors do not chain to this one.
+            return again(fn, args, kwargs, error, result, started)
 
         return retrying
 
@@ -367,7 +364,6 @@ class Retry(Strategy):
                 clock.sleep(delay)
             previous = delay
             attempt += 1
-            attempt_var.set(attempt)
             if watch is not None:
                 attempt_started = clock.now()
             try:
@@ -548,6 +544,20 @@ async def _run_hook_async(hook: Hook, event: Event) -> None:
 
         logger.exception("resilio hook %r failed on %s", hook, event.kind.value)
 
+
+def _code(function: object, nested: str | None = None) -> CodeType:
+    """The code of ``function``, or of the function named ``nested`` defined in it."""
+    code: CodeType = function.__code__  # type: ignore[attr-defined]
+    if nested is None:
+        return code
+    return next(c for c in code.co_consts if isinstance(c, CodeType) and c.co_name == nested)
+
+
+# The frames in which a retry runs its user's function, for `current_attempt`.
+register_retry_frames(_code(Retry._wrap_sync, "retrying"), _code(Retry._again_sync))
+register_retry_frames(_code(Retry._observed_sync))
+register_retry_frames(_code(Retry._wrap_async, "retrying"), _code(Retry._again_async))
+register_retry_frames(_code(Retry._observed_async))
 
 #: ``resilio.retry(...)`` builds a `Retry`; the lowercase name reads like the decorator it is.
 retry = Retry

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import threading
@@ -561,3 +562,80 @@ def test_a_rejection_that_never_ends_is_not_waited_for(fake_clock: FakeClock) ->
     assert calls == [1]
     assert fake_clock.sleeps == []
     assert [e.reason for e in gave_up] == [GiveUpReason.DEADLINE]
+
+
+def test_current_attempt_with_a_sync_retry_around_an_event_loop() -> None:
+    # The innermost retry's number, whichever kind: an async retry run by
+    # asyncio.run inside a sync retry's attempt, and a sync one inside that.
+    seen: list[tuple[str, int]] = []
+
+    @resilio.retry(on=ValueError, attempts=2, backoff=no_wait)
+    def innermost() -> None:
+        seen.append(("innermost", resilio.current_attempt()))
+        if sum(1 for name, _ in seen if name == "innermost") == 1:
+            raise ValueError
+
+    @resilio.retry(on=KeyError, attempts=2, backoff=no_wait)
+    async def middle() -> None:
+        seen.append(("middle", resilio.current_attempt()))
+        innermost()
+        seen.append(("middle", resilio.current_attempt()))
+        if sum(1 for name, _ in seen if name == "middle") == 2:
+            raise KeyError
+
+    async def unretried() -> None:
+        seen.append(("unretried", resilio.current_attempt()))
+        await middle()
+
+    @resilio.retry(on=ConnectionError, attempts=2, backoff=no_wait)
+    def outer() -> None:
+        seen.append(("outer", resilio.current_attempt()))
+        if len(seen) == 1:
+            raise ConnectionError
+        asyncio.run(unretried())
+        seen.append(("outer", resilio.current_attempt()))
+
+    outer()
+    assert seen == [
+        ("outer", 1),
+        ("outer", 2),
+        ("unretried", 2),  # a task of asyncio.run, on the stack of the sync attempt
+        ("middle", 1),
+        ("innermost", 1),
+        ("innermost", 2),
+        ("middle", 1),
+        ("middle", 2),
+        ("innermost", 1),
+        ("middle", 2),
+        ("outer", 2),
+    ]
+    assert resilio.current_attempt() == 0
+
+
+def test_current_attempt_in_hooks_and_predicates_and_deep_calls() -> None:
+    seen: list[tuple[str, int]] = []
+
+    def deep(depth: int) -> int:
+        return resilio.current_attempt() if depth == 0 else deep(depth - 1)
+
+    def retry_on(outcome: resilio.Outcome[Any]) -> bool:
+        seen.append(("predicate", resilio.current_attempt()))
+        return outcome.exception is not None
+
+    @resilio.retry(
+        on=retry_on,
+        attempts=3,
+        backoff=no_wait,
+        before_sleep=lambda event: seen.append(("hook", resilio.current_attempt())),
+    )
+    def call() -> None:
+        seen.append(("call", deep(200)))
+        if len([name for name, _ in seen if name == "call"]) < 3:
+            raise ConnectionError
+
+    call()
+    assert seen == [
+        ("call", 1), ("predicate", 1), ("hook", 1),
+        ("call", 2), ("predicate", 2), ("hook", 2),
+        ("call", 3), ("predicate", 3),
+    ]  # fmt: skip

@@ -272,3 +272,35 @@ async def test_call_async_helper() -> None:
     assert await policy.call_async(flaky) == "ok"
     with pytest.raises(TypeError, match="not async"):
         await policy.call_async(lambda: 1)  # type: ignore[arg-type, return-value]
+
+
+async def test_current_attempt_is_inherited_by_threads_and_tasks_an_attempt_starts() -> None:
+    # Off the retry's stack, in a worker thread or a child task that copied the
+    # context, the async retry's number still shows; a sync retry in the
+    # thread counts its own.
+    seen: list[tuple[str, int]] = []
+
+    @resilio.retry(on=ValueError, attempts=2, backoff=no_wait)
+    def sync_retried() -> None:
+        seen.append(("sync retry", resilio.current_attempt()))
+
+    def in_thread() -> None:
+        seen.append(("thread", resilio.current_attempt()))
+        sync_retried()
+        seen.append(("thread", resilio.current_attempt()))
+
+    async def child() -> None:
+        seen.append(("task", resilio.current_attempt()))
+
+    @resilio.retry(on=ConnectionError, attempts=2, backoff=no_wait)
+    async def call() -> None:
+        if not seen:
+            seen.append(("call", resilio.current_attempt()))
+            raise ConnectionError
+        await anyio.to_thread.run_sync(in_thread)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(child)
+
+    await call()
+    assert seen == [("call", 1), ("thread", 2), ("sync retry", 1), ("thread", 2), ("task", 2)]
+    assert resilio.current_attempt() == 0
