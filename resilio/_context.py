@@ -1,25 +1,28 @@
 """Per-call state that user code can read: the attempt number and the deadline.
 
 Each thread and each task sees only the calls it is making itself. The
-deadline lives in a context variable. The attempt number is read off the
-call stack: the innermost frame of a retry driver on it holds the number, so
-a sync retry pays nothing per call to publish it. An async retry also keeps
-its number in a context variable, which tasks and threads started from its
-attempts with a copy of the context (``asyncio.to_thread``,
-``anyio.to_thread.run_sync``, task groups) inherit.
+deadline lives in a context variable; so does an async retry's attempt
+number, which tasks and threads started from its attempts with a copy of the
+context inherit. A sync retry publishes nothing per call (setting and
+resetting a context variable costs about as much as the rest of the retry):
+its number is read off the call stack, in the frames of its driver.
 """
 
 from __future__ import annotations
 
 import sys
-from contextvars import ContextVar
+from contextvars import Context, ContextVar
 from types import CodeType, FrameType
 
 from ._clock import runtime
 
 __all__ = ["current_attempt", "time_remaining"]
 
-attempt_var: ContextVar[int] = ContextVar("resilio.attempt", default=0)
+# The attempt number of the innermost async retry, in a list of its own per
+# attempt: a sync retry compares identities to tell whether the value was set
+# before it started (it is then the innermost) or after (an async retry run
+# inside its attempt, through an event loop, is).
+attempt_var: ContextVar[list[int] | None] = ContextVar("resilio.attempt", default=None)
 # Absolute time on `runtime.clock` (or a policy's clock) after which the
 # innermost enclosing `resilio.timeout` has expired. Cooperative: sync code can
 # only honour it by reading it.
@@ -28,23 +31,28 @@ deadline_var: ContextVar[float | None] = ContextVar("resilio.deadline", default=
 pipeline_var: ContextVar[str | None] = ContextVar("resilio.pipeline", default=None)
 
 
-# The retry drivers, by the id of their code (a code object's hash reads its
-# whole content): frames that run a first attempt, and frames whose local
-# `attempt` is the number of the attempt they run.
-_first_attempt_codes: set[int] = set()
+# The sync retry driver, by the id of its code (a code object's hash reads its
+# whole content): the frame that enters a call, which keeps the value of
+# `attempt_var` it started with in its local ``entered_with``, and the frame
+# that runs the attempts after the first, which keeps their number in its
+# local ``attempt``.
+_entry_codes: set[int] = set()
 _counting_codes: set[int] = set()
 
 
-def register_retry_frames(first: CodeType, *counting: CodeType) -> None:
-    """Make `current_attempt` recognise the frames of a retry driver.
+def register_retry_frames(entry: CodeType, counting: CodeType) -> None:
+    """Make `current_attempt` recognise the frames of a sync retry driver.
 
     Args:
-        first: Code whose frames run the first attempt of a call.
-        counting: Code whose frames keep the running attempt's number in a
-            local named ``attempt``.
+        entry: Code of the function that a call enters; its frame runs the
+            first attempt (unless a frame of ``counting`` above it runs a
+            later one) and keeps the value of ``attempt_var`` it started with
+            in a local named ``entered_with``.
+        counting: Code whose frames run the later attempts and keep their
+            number in a local named ``attempt``.
     """
-    _first_attempt_codes.add(id(first))
-    _counting_codes.update(id(code) for code in counting)
+    _entry_codes.add(id(entry))
+    _counting_codes.add(id(counting))
 
 
 def current_attempt() -> int:
@@ -55,19 +63,38 @@ def current_attempt() -> int:
     sees its own number; with nested retries, the innermost one's. Outside
     any retry it returns 0.
     """
-    frame: FrameType | None = sys._getframe(1)
-    first, counting = _first_attempt_codes, _counting_codes
+    cell = attempt_var.get()
+    try:
+        frame: FrameType | None = sys._getframe(1)
+    except ValueError:  # called from C, with no Python caller
+        frame = None
+    number: int | None = None
     while frame is not None:
         code = id(frame.f_code)
-        if code in first:
-            return 1
-        if code in counting:
-            number: int = frame.f_locals["attempt"]
-            return number
+        if code in _counting_codes:
+            if number is None:
+                # A signal handler or a profiler may run before `attempt` is set.
+                number = frame.f_locals.get("attempt", 1)
+        elif code in _entry_codes:
+            values = frame.f_locals
+            if "entered_with" not in values or values["entered_with"] is cell:
+                return 1 if number is None else number
+            # An async retry set the variable after this sync one started: it
+            # runs inside this attempt (an event loop run by it), so it is the
+            # innermost, and so is its number in the variable.
+            break
         frame = frame.f_back
-    # Off the stack of any retry: a task or thread started inside an async
-    # retry's attempt, with a copy of its context.
-    return attempt_var.get()
+    return 0 if cell is None else cell[0]
+
+
+def carry_attempt(context: Context) -> None:
+    """Give ``context``, copied for a thread that runs the current call, its attempt number.
+
+    A thread is off the stack where a sync retry keeps its number; the copy
+    of the context carries an async retry's, but not that one.
+    """
+    number = current_attempt()
+    context.run(attempt_var.set, [number] if number else None)
 
 
 def time_remaining() -> float | None:

@@ -278,10 +278,13 @@ class Retry(Strategy):
         again = self._again_sync
         observed = self._observed_sync
         events = _events
+        get_attempt = attempt_var.get
 
         # No context variable to set and reset per call: `current_attempt` finds
-        # this frame (attempt 1) or `_again_sync`'s (its `attempt`) on the stack.
+        # this frame (attempt 1) or `_again_sync`'s (its `attempt`) on the stack,
+        # and compares `entered_with` with the variable an async retry sets.
         def retrying(*args: P.args, **kwargs: P.kwargs) -> T:
+            entered_with = get_attempt()  # noqa: F841 (read by current_attempt)
             # The only cost of telemetry here: one flag, set by timing listeners.
             if events.timing_listeners:
                 return observed(fn, args, kwargs)
@@ -398,7 +401,7 @@ class Retry(Strategy):
         events = _events
 
         async def retrying(*args: P.args, **kwargs: P.kwargs) -> T:
-            token = set_attempt(1)
+            token = set_attempt([1])  # a list per attempt: see attempt_var
             try:
                 if events.timing_listeners:
                     return await observed(fn, args, kwargs)
@@ -483,7 +486,7 @@ class Retry(Strategy):
                 await clock.sleep_async(delay)
             previous = delay
             attempt += 1
-            attempt_var.set(attempt)
+            attempt_var.set([attempt])
             if watch is not None:
                 attempt_started = clock.now()
             try:
@@ -553,11 +556,8 @@ def _code(function: object, nested: str | None = None) -> CodeType:
     return next(c for c in code.co_consts if isinstance(c, CodeType) and c.co_name == nested)
 
 
-# The frames in which a retry runs its user's function, for `current_attempt`.
+# The frames in which a sync retry runs its user's function, for `current_attempt`.
 register_retry_frames(_code(Retry._wrap_sync, "retrying"), _code(Retry._again_sync))
-register_retry_frames(_code(Retry._observed_sync))
-register_retry_frames(_code(Retry._wrap_async, "retrying"), _code(Retry._again_async))
-register_retry_frames(_code(Retry._observed_async))
 
 #: ``resilio.retry(...)`` builds a `Retry`; the lowercase name reads like the decorator it is.
 retry = Retry

@@ -21,7 +21,7 @@ import anyio
 
 from ._asyncio_timer import Lane, lane_for
 from ._clock import runtime
-from ._context import deadline_var
+from ._context import carry_attempt, deadline_var
 from ._errors import TimeoutExceeded
 from ._events import Event, EventKind, Listener, emit, listening, validate_listeners
 from ._strategy import Strategy, checked_name
@@ -156,6 +156,7 @@ class Timeout(Strategy):
             deadline = self._deadline()
             context = contextvars.copy_context()
             context.run(deadline_var.set, deadline)
+            carry_attempt(context)
             done = threading.Event()
             box: list[tuple[bool, Any]] = []
 

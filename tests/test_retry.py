@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import functools
 import inspect
+import operator
+import sys
 import threading
 import time
 from typing import Any
 
+import anyio
 import pytest
 
 import resilio
@@ -639,3 +643,87 @@ def test_current_attempt_in_hooks_and_predicates_and_deep_calls() -> None:
         ("call", 2), ("predicate", 2), ("hook", 2),
         ("call", 3), ("predicate", 3),
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_tasks_of_an_async_attempt_run_inside_a_sync_attempt_see_the_async_number(
+    backend: str,
+) -> None:
+    # The event loop runs inside the sync attempt, so a child task's stack
+    # reaches the sync retry; the async attempt that started the task is the
+    # innermost all the same.
+    seen: list[tuple[int, int]] = []
+
+    @resilio.retry(on=ValueError, attempts=2, backoff=no_wait)
+    async def inner() -> None:
+        number = resilio.current_attempt()
+
+        async def child() -> None:
+            seen.append((number, resilio.current_attempt()))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(child)
+        if number < 2:
+            raise ValueError
+
+    @resilio.retry(on=KeyError, attempts=3, backoff=no_wait)
+    def outer() -> None:
+        if resilio.current_attempt() < 3:
+            raise KeyError
+        anyio.run(inner, backend=backend)
+
+    outer()
+    assert seen == [(1, 1), (2, 2)]
+
+
+def test_a_thread_timeout_carries_the_attempt_number_into_its_thread() -> None:
+    seen: list[int] = []
+
+    @resilio.Pipeline(
+        resilio.retry(on=ValueError, attempts=3, backoff=no_wait),
+        resilio.timeout(5.0, thread=True),
+    )
+    def call() -> None:
+        seen.append(resilio.current_attempt())
+        raise ValueError("always")
+
+    with pytest.raises(ValueError, match="always"):
+        call()
+    assert seen == [1, 2, 3]
+
+
+def test_current_attempt_never_fails_in_a_profiler_or_without_a_caller() -> None:
+    # A profile hook runs at every call, before a driver frame has set its
+    # locals; a thread started from C calls current_attempt with no Python frame.
+    seen: list[int] = []
+    errors: list[BaseException] = []
+
+    def hook(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            try:
+                seen.append(resilio.current_attempt())
+            except BaseException as exc:
+                errors.append(exc)
+
+    @resilio.retry(on=ValueError, attempts=2, backoff=no_wait)
+    def call() -> None:
+        raise ValueError("always")
+
+    sys.setprofile(hook)
+    try:
+        with pytest.raises(ValueError, match="always"):
+            call()
+    finally:
+        sys.setprofile(None)
+    assert errors == []
+    assert set(seen) <= {0, 1, 2}
+    assert 2 in seen
+
+    # In a thread started from C, C calls current_attempt and then sets the
+    # event: no Python frame is on that thread's stack during the call.
+    results: list[object] = []
+    finished = threading.Event()
+    calls = map(operator.methodcaller("__call__"), [resilio.current_attempt, finished.set])
+    _thread.start_new_thread(results.extend, (calls,))
+    assert finished.wait(5)
+    assert results == [0, None]
