@@ -18,11 +18,11 @@ from ._clock import runtime
 
 __all__ = ["current_attempt", "time_remaining"]
 
-# The attempt number of the innermost async retry, in a list of its own per
-# attempt: a sync retry compares identities to tell whether the value was set
-# before it started (it is then the innermost) or after (an async retry run
-# inside its attempt, through an event loop, is).
-attempt_var: ContextVar[list[int] | None] = ContextVar("resilio.attempt", default=None)
+# The attempt number of the innermost async retry (0: none). A sync retry
+# compares it with the value it started with to tell whether an async retry
+# began after it, inside its attempt (through an event loop the attempt runs),
+# and so is the innermost.
+attempt_var: ContextVar[int] = ContextVar("resilio.attempt", default=0)
 # Absolute time on `runtime.clock` (or a policy's clock) after which the
 # innermost enclosing `resilio.timeout` has expired. Cooperative: sync code can
 # only honour it by reading it.
@@ -31,28 +31,33 @@ deadline_var: ContextVar[float | None] = ContextVar("resilio.deadline", default=
 pipeline_var: ContextVar[str | None] = ContextVar("resilio.pipeline", default=None)
 
 
-# The sync retry driver, by the id of its code (a code object's hash reads its
-# whole content): the frame that enters a call, which keeps the value of
+# The retry drivers, by the id of their code (a code object's hash reads its
+# whole content). Sync: the frame that enters a call, which keeps the value of
 # `attempt_var` it started with in its local ``entered_with``, and the frame
 # that runs the attempts after the first, which keeps their number in its
-# local ``attempt``.
+# local ``attempt``. Async: every frame of the driver, whose number is in
+# `attempt_var`.
 _entry_codes: set[int] = set()
 _counting_codes: set[int] = set()
+_async_codes: set[int] = set()
 
 
-def register_retry_frames(entry: CodeType, counting: CodeType) -> None:
-    """Make `current_attempt` recognise the frames of a sync retry driver.
+def register_retry_frames(entry: CodeType, counting: CodeType, *async_codes: CodeType) -> None:
+    """Make `current_attempt` recognise the frames of the retry drivers.
 
     Args:
-        entry: Code of the function that a call enters; its frame runs the
-            first attempt (unless a frame of ``counting`` above it runs a
+        entry: Code of the function that a sync call enters; its frame runs
+            the first attempt (unless a frame of ``counting`` above it runs a
             later one) and keeps the value of ``attempt_var`` it started with
             in a local named ``entered_with``.
-        counting: Code whose frames run the later attempts and keep their
-            number in a local named ``attempt``.
+        counting: Code whose frames run a sync call's later attempts and keep
+            their number in a local named ``attempt``.
+        async_codes: Code of the async driver, which keeps its number in
+            ``attempt_var``.
     """
     _entry_codes.add(id(entry))
     _counting_codes.add(id(counting))
+    _async_codes.update(id(code) for code in async_codes)
 
 
 def current_attempt() -> int:
@@ -63,7 +68,7 @@ def current_attempt() -> int:
     sees its own number; with nested retries, the innermost one's. Outside
     any retry it returns 0.
     """
-    cell = attempt_var.get()
+    in_context = attempt_var.get()
     try:
         frame: FrameType | None = sys._getframe(1)
     except ValueError:  # called from C, with no Python caller
@@ -71,20 +76,22 @@ def current_attempt() -> int:
     number: int | None = None
     while frame is not None:
         code = id(frame.f_code)
+        if code in _async_codes:
+            return in_context
         if code in _counting_codes:
             if number is None:
                 # A signal handler or a profiler may run before `attempt` is set.
                 number = frame.f_locals.get("attempt", 1)
         elif code in _entry_codes:
             values = frame.f_locals
-            if "entered_with" not in values or values["entered_with"] is cell:
+            if values.get("entered_with", in_context) == in_context:
                 return 1 if number is None else number
             # An async retry set the variable after this sync one started: it
-            # runs inside this attempt (an event loop run by it), so it is the
-            # innermost, and so is its number in the variable.
+            # runs inside this attempt (in an event loop the attempt runs), so
+            # it is the innermost; we are in a task or thread it started.
             break
         frame = frame.f_back
-    return 0 if cell is None else cell[0]
+    return in_context
 
 
 def carry_attempt(context: Context) -> None:
@@ -94,7 +101,7 @@ def carry_attempt(context: Context) -> None:
     of the context carries an async retry's, but not that one.
     """
     number = current_attempt()
-    context.run(attempt_var.set, [number] if number else None)
+    context.run(attempt_var.set, number)
 
 
 def time_remaining() -> float | None:

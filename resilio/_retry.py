@@ -401,7 +401,7 @@ class Retry(Strategy):
         events = _events
 
         async def retrying(*args: P.args, **kwargs: P.kwargs) -> T:
-            token = set_attempt([1])  # a list per attempt: see attempt_var
+            token = set_attempt(1)
             try:
                 if events.timing_listeners:
                     return await observed(fn, args, kwargs)
@@ -486,7 +486,7 @@ class Retry(Strategy):
                 await clock.sleep_async(delay)
             previous = delay
             attempt += 1
-            attempt_var.set([attempt])
+            attempt_var.set(attempt)
             if watch is not None:
                 attempt_started = clock.now()
             try:
@@ -556,8 +556,14 @@ def _code(function: object, nested: str | None = None) -> CodeType:
     return next(c for c in code.co_consts if isinstance(c, CodeType) and c.co_name == nested)
 
 
-# The frames in which a sync retry runs its user's function, for `current_attempt`.
-register_retry_frames(_code(Retry._wrap_sync, "retrying"), _code(Retry._again_sync))
+# The frames in which a retry runs its user's function, for `current_attempt`.
+register_retry_frames(
+    _code(Retry._wrap_sync, "retrying"),
+    _code(Retry._again_sync),
+    _code(Retry._wrap_async, "retrying"),
+    _code(Retry._observed_async),
+    _code(Retry._again_async),
+)
 
 #: ``resilio.retry(...)`` builds a `Retry`; the lowercase name reads like the decorator it is.
 retry = Retry
