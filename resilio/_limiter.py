@@ -149,6 +149,7 @@ class RateLimiter(Strategy):
         "_memory",
         "_own_store",
         "_store",
+        "_store_keeps_time",
         "_timeout",
         "name",
     )
@@ -179,6 +180,8 @@ class RateLimiter(Strategy):
         self.name = "+".join(names) if name is None else checked_name(name)
         self._store: Store = MemoryStore() if store is None else store
         self._own_store = store is not None  # AllOf keeps a part's chosen store
+        # A store on its own clock (Redis server time) moves only in real time.
+        self._store_keeps_time = bool(getattr(self._store, "keeps_time", False))
         self._clock = clock
         # The clock of the latest decision.
         self._clock_seen: Clock = clock or runtime.clock
@@ -485,7 +488,8 @@ class RateLimiter(Strategy):
             key: Whose limit to use.
             cost: How many units the request uses.
             timeout: The most seconds to wait; ``None`` waits as long as it
-                takes, ``0`` only admits at once (behind nobody).
+                takes, ``0`` only admits at once (behind nobody). A round trip
+                to a remote store is bounded by its client's own timeouts.
 
         Returns:
             The allowed `Decision`.
@@ -546,7 +550,16 @@ class RateLimiter(Strategy):
                     return decision
                 if _too_long(decision[2], waiter.deadline - clock.now()):
                     raise self._exceeded(key, cost, decision[2], clock)
-                clock.sleep(self._pause(key, decision[2], clock, real_clock))
+                pause = self._pause(key, decision[2], clock, real_clock)
+                if real_clock or not self._store_keeps_time:
+                    clock.sleep(pause)
+                else:
+                    # A clock that need not pass in real time (a fake one), over a store
+                    # that keeps its own time: the pause also lasts in real time, or the
+                    # head would ask again at once, in a loop, until the store's time moved.
+                    slept = time.monotonic()
+                    clock.sleep(pause)
+                    time.sleep(max(0.0, pause - (time.monotonic() - slept)))
         finally:
             lines.leave(key, waiter)
 
@@ -556,7 +569,11 @@ class RateLimiter(Strategy):
         cost: int = 1,
         timeout: float | None = None,  # noqa: ASYNC109 - bounds the wait for admission
     ) -> Decision:
-        """Async twin of `acquire`; cancelling the task while it waits consumes nothing."""
+        """Async twin of `acquire`; cancelling the task while it waits consumes nothing.
+
+        A decision already sent to a remote store (Redis) when the task is
+        cancelled may have been made there: then its cost counts.
+        """
         if key.__class__ is not str or (
             cost is not _ONE and (cost.__class__ is not int or not 0 < cost <= self._max_cost)
         ):
@@ -606,7 +623,13 @@ class RateLimiter(Strategy):
                     return decision
                 if _too_long(decision[2], waiter.deadline - clock.now()):
                     raise self._exceeded(key, cost, decision[2], clock)
-                await clock.sleep_async(self._pause(key, decision[2], clock, real_clock))
+                pause = self._pause(key, decision[2], clock, real_clock)
+                if real_clock or not self._store_keeps_time:
+                    await clock.sleep_async(pause)
+                else:  # as in acquire
+                    slept = time.monotonic()
+                    await clock.sleep_async(pause)
+                    await anyio.sleep(max(0.0, pause - (time.monotonic() - slept)))
         finally:
             lines.leave(key, waiter)
 

@@ -54,17 +54,27 @@ def _exactly(owner: str, what: str, microseconds: int, advice: str) -> None:
 
 
 def _split_rate(
-    spec: str | None, first: float | int | None, period: float | None, what: tuple[str, str]
+    spec: str | None,
+    first: float | int | None,
+    period: float | None,
+    what: tuple[str, str],
+    default_period: float | None = None,
 ) -> tuple[float, float]:
     if spec is not None:
         if not isinstance(spec, str):
             raise TypeError(
                 f"the positional argument is a limit string like '10/second', got {spec!r}"
             )
-        if first is not None:
-            raise TypeError(f"give either a limit string or {what[0]}=, not both")
+        for given, option in ((first, what[0]), (period, what[1])):
+            if given is not None:
+                raise TypeError(
+                    f"give either a limit string or {option}=, not both: the string "
+                    f"{spec!r} already says how many and per how long"
+                )
         count, seconds = parse_limit(spec)
         return float(count), seconds
+    if period is None:
+        period = default_period
     if first is None or period is None:
         raise TypeError(
             f"{what[0]}= and {what[1]}= are required (or a limit string like '10/second')"
@@ -87,7 +97,7 @@ class _BucketLimiter(RateLimiter):
         /,
         *,
         rate: float | None = None,
-        per: float | None = 1.0,
+        per: float | None = None,
         capacity: int | None = None,
         name: str | None = None,
         store: Store | None = None,
@@ -95,7 +105,7 @@ class _BucketLimiter(RateLimiter):
         listeners: Iterable[Listener] | None = None,
         timeout: float | None = 0.0,
     ) -> None:
-        rate_, per_ = _split_rate(limit, rate, per, ("rate", "per"))
+        rate_, per_ = _split_rate(limit, rate, per, ("rate", "per"), default_period=1.0)
         rate_ = _positive_number("rate", rate_)
         per_us = _duration_us("per", per_)
         capacity = math.ceil(rate_) if capacity is None else _positive_int("capacity", capacity)
@@ -134,7 +144,7 @@ class TokenBucket(_BucketLimiter):
         limit: Optional limit string such as ``"10/second"`` instead of
             ``rate`` and ``per``.
         rate: Tokens added per period.
-        per: The period, in seconds.
+        per: The period, in seconds; 1 by default.
         capacity: The bucket size, the largest burst; defaults to ``rate``
             (rounded up).
         name: Names this limiter's state in its store (limiters with the same
@@ -164,7 +174,7 @@ class LeakyBucket(_BucketLimiter):
     Args:
         limit: Optional limit string such as ``"10/second"``.
         rate: Units admitted per period.
-        per: The period, in seconds.
+        per: The period, in seconds; 1 by default.
         capacity: The most cost allowed to wait in the queue (per key); also
             the largest cost of one request. Defaults to ``rate`` (rounded up).
         name: Names this limiter's state in its store (limiters with the same
@@ -191,7 +201,7 @@ def _window_init(
     window: float | None,
 ) -> tuple[int, int]:
     if limit_spec is not None:
-        count, seconds = _split_rate(limit_spec, limit, None, ("limit", "window"))
+        count, seconds = _split_rate(limit_spec, limit, window, ("limit", "window"))
         return int(count), _duration_us("window", seconds)
     if limit is None or window is None:
         raise TypeError(
@@ -331,9 +341,13 @@ class AllOf(RateLimiter):
         *parts: The limiters or limit strings to combine.
         algorithm: The limiter class used for limit strings.
         name: What events and errors call this combination; defaults to its
-            parts' names joined by ``+``. The state is the parts' own, named
-            by their names, so combinations of the same parts share it.
-        store: Where the state lives; defaults to a new `MemoryStore`.
+            parts' names joined by ``+``. The state is kept per limit,
+            under the parts' names, in this combination's store: the parts
+            and other combinations of them share it only when they were all
+            given that store (a part built without ``store=`` keeps its own
+            state apart, in a store of its own).
+        store: Where the state lives; defaults to the store the parts were
+            given, else a new `MemoryStore`.
         clock: The clock to read and sleep on; defaults to ``runtime.clock``.
         listeners: Callables that receive this limiter's events.
         timeout: Seconds the decorator, pipeline and ``with`` forms wait for

@@ -291,8 +291,20 @@ class AsyncScriptRunner:
         self._flusher: asyncio.Task[None] | None = None
 
     async def __call__(self, keys: Sequence[Key], args: Sequence[Arg]) -> Any:
-        """Run the script with ``keys`` and ``args``; return its reply."""
-        loop = asyncio.get_running_loop()
+        """Run the script with ``keys`` and ``args``; return its reply.
+
+        Raises:
+            RuntimeError: No asyncio event loop runs (trio, say): redis.asyncio
+                clients need one.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "a RedisStore on a redis.asyncio client needs an asyncio event loop, and none "
+                "is running (under trio, say): give the store a sync client (redis.Redis), "
+                "whose calls the async methods run in worker threads"
+            ) from None
         if loop is not self._loop:
             # A new event loop: whatever the old one had in flight is gone.
             self._loop, self._busy, self._queue = loop, False, []

@@ -463,6 +463,11 @@ class RedisStore:
                 plan.keys[text] = keys
         return keys
 
+    @property
+    def keeps_time(self) -> bool:
+        """Whether decisions read the server's clock (``time_source="server"``)."""
+        return self._server_time
+
     def _args(self, plan: _Plan, cost: int, now: int, mode: bytes) -> tuple[bytes, ...]:
         request = b"%d" % cost + (plan.consume if mode == _CONSUME else plan.look)
         if self._server_time:

@@ -29,7 +29,11 @@ class Store(Protocol):
     user's ``key``, and for decisions the ``cost`` and the caller's time
     ``now`` in integer microseconds. A store that keeps time itself (the Redis
     store reads the server's clock) may ignore ``now``; answers are relative
-    durations in any case.
+    durations in any case. Such a store says so with an attribute
+    ``keeps_time`` that is true (optional; absent means false): a waiting
+    limiter on a clock that need not pass in real time (a fake one) then
+    makes its pauses last in real time too, since only real time moves the
+    store's clock.
 
     Decisions over several limits are all or nothing: if any limit rejects,
     nothing is consumed in any of them.

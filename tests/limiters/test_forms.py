@@ -230,6 +230,11 @@ def test_limit_strings_in_constructors() -> None:
         (lambda: TokenBucket(rate=1, capacity=1.5), TypeError, "capacity must be an integer"),  # type: ignore[arg-type]
         (lambda: TokenBucket(), TypeError, "rate= and per= are required"),
         (lambda: TokenBucket("10/s", rate=3), TypeError, "either a limit string"),
+        (lambda: TokenBucket("10/second", per=60.0), TypeError, "or per=, not both"),
+        (lambda: LeakyBucket("5/second", per=2.0), TypeError, "or per=, not both"),
+        (lambda: FixedWindow("5/minute", window=10.0), TypeError, "or window=, not both"),
+        (lambda: SlidingWindow("5/minute", window=10.0), TypeError, "or window=, not both"),
+        (lambda: SlidingWindowLog("5/minute", window=10.0), TypeError, "or window=, not both"),
         (lambda: TokenBucket(rate=1, burst=3), TypeError, "burst"),  # type: ignore[call-arg]
         (lambda: LeakyBucket(rate=1, per=-2.0), ValueError, "per must be a positive"),
         (lambda: FixedWindow(limit=0, window=1.0), ValueError, "limit must be a positive"),

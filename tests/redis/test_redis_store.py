@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
+import resilio
 from resilio import AllOf, FixedWindow, LeakyBucket, SlidingWindowLog, TokenBucket
 from resilio._core.limiters import (
     Algorithm,
@@ -356,3 +357,53 @@ async def test_a_limiter_on_an_async_client_refuses_sync_functions_at_decoration
         assert await limiter(async_call)() == "ok"
     finally:
         await client.aclose()
+
+
+def test_a_wait_on_a_fake_clock_over_server_time_passes_in_real_time(
+    sync_client: redis.Redis, prefix: str
+) -> None:
+    # The server's clock moves only in real time: a head waiter whose fake
+    # sleeps return at once must not ask Redis again and again meanwhile.
+    clock = FakeClock()
+    store = RedisStore(sync_client, prefix=prefix)
+    assert store.keeps_time
+    assert not RedisStore(sync_client, prefix=prefix, time_source="caller").keeps_time
+    limiter = TokenBucket(rate=10, capacity=1, store=store, clock=clock)
+    assert limiter.try_acquire("k").allowed
+    before = commandstats(sync_client)
+    decision = limiter.acquire("k", timeout=5)
+    assert decision.allowed
+    assert commandstats(sync_client) - before <= 4  # one pause of ~0.1 s, not a busy loop
+    assert 0.05 <= clock.now() <= 0.5  # the fake clock slept the pause too
+    # A timeout still counts on the fake clock: it ends the wait, nothing consumed.
+    with pytest.raises(resilio.RateLimitExceeded):
+        limiter.acquire("k", timeout=0.01)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_an_async_wait_on_a_fake_clock_over_server_time_passes_in_real_time(
+    async_client: redis.asyncio.Redis, sync_client: redis.Redis, prefix: str
+) -> None:
+    clock = FakeClock()
+    limiter = TokenBucket(
+        rate=10, capacity=1, store=RedisStore(async_client, prefix=prefix), clock=clock
+    )
+    assert (await limiter.try_acquire_async("k")).allowed
+    before = commandstats(sync_client)
+    assert (await limiter.acquire_async("k", timeout=5)).allowed
+    assert commandstats(sync_client) - before <= 4
+    assert 0.05 <= clock.now() <= 0.5
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_an_async_client_under_trio_says_what_to_use_instead(
+    redis_endpoint: Endpoint, prefix: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_endpoint.url, **client_options(asynchronous=True))
+    limiter = TokenBucket(rate=1, store=RedisStore(client, prefix=prefix))
+    with pytest.raises(RuntimeError, match=r"needs an asyncio event loop.*sync client"):
+        await limiter.try_acquire_async("k")
+    # The sync client's calls run in worker threads, under trio too.
+    with redis.Redis.from_url(redis_endpoint.url, **client_options()) as sync_client:
+        limiter = TokenBucket(rate=1, store=RedisStore(sync_client, prefix=prefix))
+        assert (await limiter.try_acquire_async("k")).allowed
