@@ -630,7 +630,8 @@ def test_a_frozen_redis_costs_one_timeout_then_recovers(
 ) -> None:
     with redis.Redis.from_url(own_server.url, socket_timeout=0.2, retry=quick_retry(0)) as client:
         store = RedisStore(client, prefix=prefix, on_error="local", recovery_time=0.3)
-        limiter = FixedWindow(limit=100, window=60.0, store=store)
+        # A bucket that refills a unit every 36 s: no window boundary to cross mid-test.
+        limiter = TokenBucket(rate=100, per=3600.0, capacity=100, store=store)
         assert limiter.try_acquire("k").allowed
         with own_server.paused():
             start = time.monotonic()
