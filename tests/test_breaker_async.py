@@ -390,29 +390,36 @@ async def test_slow_call_rate_opens_before_the_first_failure_arrives() -> None:
     assert breaker.state is CircuitState.OPEN
 
 
-async def test_a_task_started_in_a_probe_joins_it_only_while_it_runs() -> None:
-    """Tasks inherit their starter's context: a task a probe starts is inside the probe."""
+async def _boom() -> None:
+    raise Boom
+
+
+async def _ok() -> str:
+    return "ok"
+
+
+async def _half_open() -> CircuitBreaker:
+    """A breaker that one failure opened, past its recovery time: its next call is a probe."""
     clock = FakeClock()
     breaker = CircuitBreaker(failure_threshold=1, recovery_time=10.0, clock=clock)
-
-    async def boom() -> None:
-        raise Boom
-
-    async def ok() -> str:
-        return "ok"
-
     with pytest.raises(Boom):
-        await breaker.call_async(boom)
+        await breaker.call_async(_boom)
     clock.advance(10.0)
+    return breaker
+
+
+async def test_a_task_started_in_a_probe_joins_it_only_while_it_runs() -> None:
+    """Tasks inherit their starter's context: a task a probe starts is inside the probe."""
+    breaker = await _half_open()
     joined, probe_over = anyio.Event(), anyio.Event()
     outcomes: list[str] = []
 
     async def child() -> None:
-        outcomes.append(await breaker.call_async(ok))  # while the probe runs
+        outcomes.append(await breaker.call_async(_ok))  # while the probe runs
         joined.set()
         await probe_over.wait()
         with pytest.raises(CircuitOpenError):
-            await breaker.call_async(ok)  # the probe failed and is over
+            await breaker.call_async(_ok)  # the probe failed and is over
         outcomes.append("rejected")
 
     async with anyio.create_task_group() as group:
@@ -438,13 +445,10 @@ async def test_an_async_generator_block_finished_inside_a_probe_ends_its_own_blo
             yield "chunk"
             yield "chunk"
 
-    async def boom() -> None:
-        raise Boom
-
     chunks = stream()
     await chunks.__anext__()
     with pytest.raises(Boom):
-        await breaker.call_async(boom)
+        await breaker.call_async(_boom)
     clock.advance(10.0)
 
     async def probe() -> None:
@@ -458,28 +462,17 @@ async def test_an_async_generator_block_finished_inside_a_probe_ends_its_own_blo
 
 
 async def test_a_probe_held_by_a_suspended_async_generator_does_not_cover_its_caller() -> None:
-    clock = FakeClock()
-    breaker = CircuitBreaker(failure_threshold=1, recovery_time=10.0, clock=clock)
-
-    async def boom() -> None:
-        raise Boom
-
-    async def ok() -> str:
-        return "ok"
-
-    with pytest.raises(Boom):
-        await breaker.call_async(boom)
-    clock.advance(10.0)
+    breaker = await _half_open()
 
     async def stream() -> Any:
         async with breaker:  # the probe
             yield "chunk"
-            yield await breaker.call_async(ok)  # inside it, while the generator runs
+            yield await breaker.call_async(_ok)  # inside it, while the generator runs
 
     chunks = stream()
     assert await chunks.__anext__() == "chunk"
     with pytest.raises(CircuitOpenError):
-        await breaker.call_async(ok)  # the caller is not inside the suspended probe
+        await breaker.call_async(_ok)  # the caller is not inside the suspended probe
     assert await chunks.__anext__() == "ok"
     with pytest.raises(StopAsyncIteration):
         await chunks.__anext__()
