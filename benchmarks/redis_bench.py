@@ -5,7 +5,8 @@ trivial script, EVALSHA of a floor script (`FLOOR_SCRIPT`: the server's clock
 and one key read and written, no algorithm), EVALSHA of resilio's limiter
 script with exactly the keys and arguments a decision sends (the raw round
 trip of a decision, without resilio's Python), and a
-``TokenBucket.try_acquire`` on a ``RedisStore``. The
+``TokenBucket.try_acquire`` on a ``RedisStore``; with the sync client, also
+the anchors' Redis decisions (limits, throttled-py, pyrate-limiter). The
 cases run in turns, round after round, so that noise hits all alike; ratios
 are taken within a round. Then async throughput: decisions per second with 1,
 10 and 100 concurrent tasks, next to the raw script call from 100 tasks.
@@ -19,6 +20,7 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +60,80 @@ def _script_call(store: Any, limiter: Any) -> tuple[list[str], tuple[Any, ...]]:
     return store._keys(plan, "bench"), store._args(plan, 1, 0, b"1")
 
 
-def _sync(url: str, calls: int, rounds: int) -> list[dict[str, float]]:
+# The anchors' Redis decisions, sync, one key each, limits far above what a run
+# consumes: labelled "library: algorithm". A library that is not installed, or
+# fails to set up, is left out (and named in the report).
+BIG = 10**9
+
+
+def _anchor_cases(url: str, client: Any) -> tuple[dict[str, Callable[[], object]], dict[str, str]]:
+    cases: dict[str, Callable[[], object]] = {}
+    unavailable: dict[str, str] = {}
+
+    def limits_cases() -> None:
+        from limits import RateLimitItemPerMinute, storage, strategies
+
+        redis_storage = storage.RedisStorage(url)
+        item = RateLimitItemPerMinute(BIG)
+        for label, kind in (
+            ("fixed window", strategies.FixedWindowRateLimiter),
+            ("sliding window", strategies.SlidingWindowCounterRateLimiter),
+            ("moving window", strategies.MovingWindowRateLimiter),
+        ):
+            hit = kind(redis_storage).hit
+            cases[f"limits: {label}"] = partial(hit, item, f"bench-anchor:limits:{label}")
+
+    def throttled_cases() -> None:
+        from throttled import RateLimiterType, Throttled, per_min, per_sec
+        from throttled import RedisStore as ThrottledStore
+
+        store = ThrottledStore(server=url)
+        for label, kind, quota in (
+            ("gcra", RateLimiterType.GCRA, per_sec(10**6, burst=10**6)),
+            ("token bucket", RateLimiterType.TOKEN_BUCKET, per_sec(10**6, burst=10**6)),
+            ("fixed window", RateLimiterType.FIXED_WINDOW, per_min(BIG)),
+        ):
+            throttle = Throttled(using=kind.value, quota=quota, store=store)
+            cases[f"throttled-py: {label}"] = partial(
+                throttle.limit, f"bench-anchor:throttled:{label}"
+            )
+
+    def pyrate_cases() -> None:
+        import pyrate_limiter as pl
+
+        bucket = pl.RedisBucket.init(
+            [pl.Rate(BIG, pl.Duration.MINUTE)], client, "bench-anchor:pyrate"
+        )
+        limiter = pl.Limiter(bucket)
+        cases["pyrate-limiter: bucket"] = partial(
+            limiter.try_acquire, "bench-anchor:pyrate", blocking=False
+        )
+
+    for library, build in (
+        ("limits", limits_cases),
+        ("throttled-py", throttled_cases),
+        ("pyrate-limiter", pyrate_cases),
+    ):
+        # Not installed, or an API this version lacks.
+        if (failure := _failure(build)) is not None:
+            unavailable[library] = failure
+    for label, call in list(cases.items()):
+        if (failure := _failure(call)) is not None:  # the warm-up loads the scripts
+            del cases[label]
+            unavailable[label] = failure
+    return cases, unavailable
+
+
+def _failure(call: Callable[[], object]) -> str | None:
+    """Run ``call``; return what it raised, or None."""
+    try:
+        call()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _sync(url: str, calls: int, rounds: int) -> tuple[list[dict[str, float]], dict[str, str]]:
     import redis
 
     from resilio import TokenBucket
@@ -79,9 +154,11 @@ def _sync(url: str, calls: int, rounds: int) -> list[dict[str, float]]:
         "EVALSHA limiter script": lambda: client.evalsha(sha, len(keys), *keys, *args),
         "decision": lambda: limiter.try_acquire("bench"),
     }
+    anchors, unavailable = _anchor_cases(url, client)
+    cases.update(anchors)
     samples = [{name: _per_call_us(fn, calls) for name, fn in cases.items()} for _ in range(rounds)]
     client.close()
-    return samples
+    return samples, unavailable
 
 
 async def _async(
@@ -198,7 +275,7 @@ def redis_benchmarks(calls: int, rounds: int) -> dict[str, Any]:
     try:
         with redis.Redis.from_url(url) as probe:
             version = probe.info("server")["redis_version"]
-        sync = _sync(url, calls, rounds)
+        sync, unavailable = _sync(url, calls, rounds)
         async_, throughput = asyncio.run(_async(url, calls, rounds))
         memory = _memory(url)
     finally:
@@ -209,6 +286,7 @@ def redis_benchmarks(calls: int, rounds: int) -> dict[str, Any]:
         "redis_version": version,
         "redis_py": redis.__version__,
         "sync": sync,
+        "anchors_unavailable": unavailable,
         "async": async_,
         "throughput": {label: statistics.median(v) for label, v in throughput.items()},
         "throughput_samples": throughput,

@@ -273,6 +273,18 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
                 at_least=True,
             )
         )
+        # The anchors' decisions (sync only, "library: algorithm") and resilio's,
+        # each over the trivial script of the same round.
+        sync_rounds = redis["sync"]
+        figures["vs_trivial"] = {
+            "resilio: token bucket": figures["sync"]["decision_vs_trivial"],
+            **{
+                name: _per_round(sync_rounds, lambda r, n=name: r[n] / r["EVALSHA trivial"])
+                for name in sync_rounds[0]
+                if ": " in name
+            },
+        }
+        figures["anchors_unavailable"] = redis.get("anchors_unavailable", {})
         figures["memory"] = redis.get("memory", {})
         figures["meta"] = {k: redis[k] for k in ("server", "redis_version", "redis_py")}
         groups["redis"] = figures
@@ -404,8 +416,10 @@ def _redis_tables(group: dict[str, Any]) -> str:
         "|---|---:|---:|",
     ]
     lines.extend(
-        f"| {name} | {_spread(group['sync']['us'][name])} | {_spread(group['async']['us'][name])} |"
+        f"| {name} | {_spread(group['sync']['us'][name])} | "
+        f"{_spread(group['async']['us'][name]) if name in group['async']['us'] else '—'} |"
         for name in group["sync"]["us"]
+        if ": " not in name  # the anchors have a table of their own
     )
     lines.append(
         f"| decision / raw EVALSHA of the same script | "
@@ -423,6 +437,18 @@ def _redis_tables(group: dict[str, Any]) -> str:
             f"{_spread(group['sync']['floor_vs_trivial'], 'x')} | "
             f"{_spread(group['async']['floor_vs_trivial'], 'x')} |"
         )
+    if len(group.get("vs_trivial", {})) > 1:
+        lines += [
+            "",
+            "| sync decision, one key (library: algorithm) | µs per call | / trivial EVALSHA |",
+            "|---|---:|---:|",
+        ]
+        for name, ratio in group["vs_trivial"].items():
+            us = group["sync"]["us"].get(name) or group["sync"]["us"]["decision"]
+            lines.append(f"| {name} | {_spread(us)} | {_spread(ratio, 'x')} |")
+    if group.get("anchors_unavailable"):
+        missing = "; ".join(f"{k} ({v})" for k, v in group["anchors_unavailable"].items())
+        lines += ["", f"Not compared on Redis: {missing}."]
     lines += ["", "| async throughput | per second |", "|---|---:|"]
     for label, rate in group["throughput"].items():
         lines.append(f"| {label} | {rate:,.0f} |")
@@ -531,7 +557,9 @@ def markdown(document: dict[str, Any]) -> str:
             " a floor script (it reads the server's clock and one key and writes the key back"
             " with a TTL, with no algorithm: the least a decision on server time costs),"
             " the limiter script called raw with exactly the keys and arguments a decision"
-            " sends, and a `TokenBucket.try_acquire` on a `RedisStore` (server time). Async"
+            " sends, and a `TokenBucket.try_acquire` on a `RedisStore` (server time). In the"
+            " same rounds, the anchors' sync Redis decisions, each on a key of its own with a"
+            " limit far above what the run consumes. Async"
             " throughput: decisions per second from concurrent tasks on one key.", "",
             _redis_tables(groups["redis"]),
         ]  # fmt: skip
