@@ -149,7 +149,6 @@ class RateLimiter(Strategy):
         "_memory",
         "_own_store",
         "_store",
-        "_store_keeps_time",
         "_timeout",
         "name",
     )
@@ -180,8 +179,6 @@ class RateLimiter(Strategy):
         self.name = "+".join(names) if name is None else checked_name(name)
         self._store: Store = MemoryStore() if store is None else store
         self._own_store = store is not None  # AllOf keeps a part's chosen store
-        # A store on its own clock (Redis server time) moves only in real time.
-        self._store_keeps_time = bool(getattr(self._store, "keeps_time", False))
         self._clock = clock
         # The clock of the latest decision.
         self._clock_seen: Clock = clock or runtime.clock
@@ -551,7 +548,7 @@ class RateLimiter(Strategy):
                 if _too_long(decision[2], waiter.deadline - clock.now()):
                     raise self._exceeded(key, cost, decision[2], clock)
                 pause = self._pause(key, decision[2], clock, real_clock)
-                if real_clock or not self._store_keeps_time:
+                if real_clock or not getattr(store, "keeps_time", False):
                     clock.sleep(pause)
                 else:
                     # A clock that need not pass in real time (a fake one), over a store
@@ -624,7 +621,7 @@ class RateLimiter(Strategy):
                 if _too_long(decision[2], waiter.deadline - clock.now()):
                     raise self._exceeded(key, cost, decision[2], clock)
                 pause = self._pause(key, decision[2], clock, real_clock)
-                if real_clock or not self._store_keeps_time:
+                if real_clock or not getattr(store, "keeps_time", False):
                     await clock.sleep_async(pause)
                 else:  # as in acquire
                     slept = time.monotonic()
